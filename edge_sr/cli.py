@@ -1,0 +1,192 @@
+"""The ``edge-sr`` command line: thin argparse wrappers over the library functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    COMMANDS[fn.__name__.removeprefix("cmd_").replace("_", "-")] = fn
+    return fn
+
+
+@command
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import MODELS
+
+    for name, spec in MODELS.items():
+        have = "weights" if spec.weights_path.exists() else "-"
+        print(f"{name:<20} x{spec.scale}  {spec.colour:<4} {spec.family:<9} {have}")
+    return 0
+
+
+@command
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(model=args.model, iters=args.iters, batch=args.batch, patch=args.patch,
+                      lr=args.lr, seed=args.seed, out=args.out or "", val_every=args.val_every,
+                      export=args.export or "", init=args.init or "",
+                      adversarial=args.adversarial, threads=args.threads,
+                      stop_after=args.stop_after)
+    result = train(cfg)
+    print(json.dumps(result))
+    return 0
+
+
+@command
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import EvalConfig, evaluate, format_table
+
+    result = evaluate(EvalConfig(args.model, args.dataset, args.weights, args.limit))
+    print(json.dumps(result) if args.json else format_table(result))
+    return 0
+
+
+@command
+def cmd_targets(args: argparse.Namespace) -> int:
+    import targets
+
+    aliases = {}
+    for alias, name in targets.ALIASES.items():
+        aliases.setdefault(name, []).append(alias)
+    for name, spec in targets.TARGETS.items():
+        extra = f" (alias: {', '.join(aliases[name])})" if name in aliases else ""
+        linker = spec.cross_compiler or "cc"
+        print(f"{name:<13} {spec.arch:<8} {spec.kind:<5} {linker:<22} {spec.description}{extra}")
+    return 0
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``HxW`` (e.g. ``360x640``) -> (H, W)."""
+    h, sep, w = text.lower().partition("x")
+    if not sep or not h.isdigit() or not w.isdigit() or int(h) < 1 or int(w) < 1:
+        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 360x640; got {text!r}")
+    return int(h), int(w)
+
+
+def add_build_args(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``edge-sr build`` and ``compile/build.py``."""
+    from .pipeline.builder import DEFAULT_MODEL, DEFAULT_SIZE
+
+    p.add_argument("--target", default="arm", help="target name or alias (default arm = rpi4)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model (default {DEFAULT_MODEL})")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--size", type=parse_size, default=DEFAULT_SIZE,
+                      help="static LR input HxW; larger images are tiled (default %(default)s)")
+    size.add_argument("--dynamic", nargs="?", const="default", metavar="MAXHxMAXW",
+                      help="dynamic H/W up to a bound (default: --size's default)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "int8"])
+    p.add_argument("--tuning-db", help="MetaSchedule database folder (default: committed one)")
+    p.add_argument("--out", default="artifacts", help="parent folder of the artifact")
+    p.add_argument("--dump-ir", metavar="DIR", help="write the IR after every pass")
+    p.add_argument("--weights", help="checkpoint (default: the committed one)")
+    p.add_argument("--reference-dataset", default="set5",
+                   help="dataset for the reference PSNR in the manifest ('' to skip)")
+
+
+def build_config(args: argparse.Namespace):
+    """``BuildConfig`` from parsed ``add_build_args`` arguments."""
+    from .pipeline import BuildConfig
+
+    size, dynamic = args.size, args.dynamic is not None
+    if dynamic and args.dynamic != "default":
+        size = parse_size(args.dynamic)
+    return BuildConfig(model=args.model, target=args.target, size=size, dynamic=dynamic,
+                       dtype=args.dtype, tuning_db=args.tuning_db, out=args.out,
+                       dump_ir=args.dump_ir, weights=args.weights,
+                       reference_dataset=args.reference_dataset)
+
+
+@command
+def cmd_build(args: argparse.Namespace) -> int:
+    from .pipeline import build
+
+    path = build(build_config(args))
+    manifest = json.loads((path / "manifest.json").read_text())
+    ref = manifest.get("reference", {})
+    tuning = manifest["tuning"]
+    state = tuning["state"] + ("" if tuning["state"] == "tuned" else
+                               " (no tuning database: kernels are unscheduled and slow)")
+    print(f"built {path} in {manifest['build']['seconds']} s: {manifest['model']} for "
+          f"{manifest['target']['name']} ({manifest['target']['arch']}), input "
+          f"{'x'.join(map(str, manifest['input']['shape']))}, {state}")
+    if ref:
+        print(f"reference on {ref['dataset']}: PSNR torch {ref['psnr_torch']:.2f} dB, host TVM "
+              f"{ref['psnr_tvm_host']:.2f} dB, bicubic {ref['psnr_bicubic']:.2f} dB")
+    return 0
+
+
+@command
+def cmd_bench_device(args: argparse.Namespace) -> int:
+    from .harness import BenchConfig, bench_device, format_report
+
+    report = bench_device(BenchConfig(
+        artifact=args.artifact, device=args.device, tracker=args.tracker, key=args.key,
+        dataset=args.dataset, limit=args.limit, repeat=args.repeat, number=args.number,
+        timeout=args.timeout, out=args.out))
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-sr", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("models", help="list the model registry")
+
+    p = sub.add_parser("train", help="train a model (resumable)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--iters", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--patch", type=int, default=64, help="HR patch size")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run folder (default runs/MODEL)")
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--export", help="final weights path (default: the committed location)")
+    p.add_argument("--init", help="start from these weights")
+    p.add_argument("--adversarial", action="store_true", help="add the SRGAN adversarial loss")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="checkpoint and stop after N steps this run (rerun to continue)")
+
+    p = sub.add_parser("eval", help="PSNR/SSIM of a model vs bicubic on a dataset")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", default="set5", help="name under shared/datasets or a folder")
+    p.add_argument("--weights")
+    p.add_argument("--limit", type=int, default=0, help="first N images only")
+    p.add_argument("--json", action="store_true")
+
+    sub.add_parser("targets", help="list the device targets")
+    add_build_args(sub.add_parser("build", help="compile a model into a deployable artifact"))
+
+    p = sub.add_parser("bench-device", help="run an artifact on a device over RPC")
+    p.add_argument("--artifact", required=True)
+    p.add_argument("--device", default="127.0.0.1:9090", help="RPC server HOST:PORT")
+    p.add_argument("--tracker", help="RPC tracker HOST:PORT (use with --key)")
+    p.add_argument("--key", default="", help="device key at the tracker, e.g. rpi4")
+    p.add_argument("--dataset", default="set5")
+    p.add_argument("--limit", type=int, default=0, help="first N images only")
+    p.add_argument("--repeat", type=int, default=10, help="time_evaluator repeats")
+    p.add_argument("--number", type=int, default=1, help="calls per repeat")
+    p.add_argument("--timeout", type=float, default=600, help="RPC session timeout (s)")
+    p.add_argument("--out", help="report folder (default reports/ARTIFACT)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``edge-sr`` and ``python -m edge_sr``."""
+    from .errors import USER_ERRORS
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except USER_ERRORS as exc:
+        print(f"edge-sr {args.command}: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,139 @@
+"""Folders of HR images -> (HR, LR) pairs and random training patches. numpy + pillow only."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from runtime.colour import rgb_to_y
+from runtime.imresize import imresize
+
+IMAGE_EXTS = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
+# The checkout's sibling ``shared/datasets``; EDGE_SR_DATASETS overrides it.
+DATASETS_DIR = Path(os.environ.get(
+    "EDGE_SR_DATASETS", Path(__file__).resolve().parents[3] / "shared" / "datasets"))
+
+
+class DatasetError(ValueError):
+    """A missing dataset or an unreadable image, with a one-line message."""
+
+
+def resolve_dataset(name: str | Path) -> Path:
+    """A dataset name under ``DATASETS_DIR`` (e.g. ``set5``) or any folder of images."""
+    path = Path(name)
+    if path.is_dir():
+        return path
+    candidate = DATASETS_DIR / str(name).lower()
+    if candidate.is_dir():
+        return candidate
+    known = sorted(p.name for p in DATASETS_DIR.iterdir()) if DATASETS_DIR.is_dir() else []
+    raise DatasetError(f"no dataset {str(name)!r}: not a folder, and not one of "
+                       f"{known or 'nothing'} under {DATASETS_DIR}")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files of a folder, sorted by name."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise DatasetError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) in {folder}")
+    return files
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image as uint8 RGB (grayscale is replicated to three channels)."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DatasetError(f"cannot read image {path}: {exc}") from None
+
+
+def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
+    """Crop height and width down to multiples of ``scale``."""
+    h, w = img.shape[:2]
+    return img[: h - h % scale, : w - w % scale]
+
+
+@dataclass
+class PairSample:
+    """One evaluation pair, uint8: HxW Y planes for Y models, HxWx3 RGB for RGB models."""
+
+    name: str
+    hr: np.ndarray
+    lr: np.ndarray
+
+
+def make_pair(hr: np.ndarray, scale: int, colour: str = "rgb", name: str = "") -> PairSample:
+    """Modcrop an RGB HR image and make its LR by MATLAB bicubic downscaling.
+
+    For ``colour="y"`` the degradation runs on the uint8 Y plane, the convention behind
+    the published bicubic/FSRCNN figures (it reproduces them to 0.02 dB on Set5); RGB
+    models degrade in RGB.
+    """
+    hr = modcrop(hr, scale)
+    if colour == "y":
+        hr = np.clip(np.round(rgb_to_y(hr)), 0, 255).astype(np.uint8)
+    return PairSample(name, hr, imresize(hr, 1.0 / scale))
+
+
+def to_model_input(img_u8: np.ndarray, colour: str) -> np.ndarray:
+    """uint8 image -> float32 CxHxW in [0, 1] (a Y plane, or RGB converted to Y, or RGB)."""
+    if colour == "y":
+        y = img_u8 if img_u8.ndim == 2 else np.round(rgb_to_y(img_u8))
+        return (y / 255.0).astype(np.float32)[None]
+    return (img_u8.astype(np.float32) / 255.0).transpose(2, 0, 1).copy()
+
+
+class TrainPatches:
+    """Random aligned (LR, HR) patches with flips and 90-degree rotations.
+
+    LR images are synthesized once per image (whole-image MATLAB bicubic, as at test
+    time) and kept in memory; 291 training images take about 0.5 GB as float32 RGB.
+
+    Args:
+        folders: Dataset names or folders (e.g. ``["t91", "bsd200"]``).
+        scale: Upscaling factor.
+        colour: ``"y"`` or ``"rgb"``.
+        patch: HR patch size (rounded down to a multiple of ``scale``).
+        seed: Seed of the sampling generator (training is deterministic given it).
+    """
+
+    def __init__(self, folders: list[str], scale: int, colour: str, patch: int = 64,
+                 seed: int = 0):
+        self.scale, self.patch = scale, patch - patch % scale
+        self.rng = np.random.default_rng(seed)
+        self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        for folder in folders:
+            for path in list_images(resolve_dataset(folder)):
+                pair = make_pair(load_image(path), scale, colour, path.stem)
+                if min(pair.lr.shape[:2]) * scale < self.patch:
+                    continue
+                self.pairs.append((to_model_input(pair.lr, colour),
+                                   to_model_input(pair.hr, colour)))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``size`` random augmented patches: (N,C,p/s,p/s) LR, (N,C,p,p) HR."""
+        lp, s = self.patch // self.scale, self.scale
+        lrs, hrs = [], []
+        for k in self.rng.integers(len(self.pairs), size=size):
+            lr, hr = self.pairs[k]
+            i = int(self.rng.integers(lr.shape[1] - lp + 1))
+            j = int(self.rng.integers(lr.shape[2] - lp + 1))
+            lr_p = lr[:, i : i + lp, j : j + lp]
+            hr_p = hr[:, i * s : (i + lp) * s, j * s : (j + lp) * s]
+            flip_h, flip_v, rot = self.rng.integers(2, size=3)
+            for axis, on in ((2, flip_h), (1, flip_v)):
+                if on:
+                    lr_p, hr_p = np.flip(lr_p, axis), np.flip(hr_p, axis)
+            if rot:
+                lr_p, hr_p = lr_p.transpose(0, 2, 1), hr_p.transpose(0, 2, 1)
+            lrs.append(lr_p)
+            hrs.append(hr_p)
+        return np.ascontiguousarray(np.stack(lrs)), np.ascontiguousarray(np.stack(hrs))

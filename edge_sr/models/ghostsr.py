@@ -1,0 +1,209 @@
+"""GhostSR (Nie et al., 2021): half the features from cheap shifts of the other half."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The 9 shift directions (dy, dx) of a 3x3 one-hot depthwise kernel; index 4 is identity.
+SHIFTS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+IDENTITY = 4
+
+
+def shift2d(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Shift a feature map by (dy, dx) pixels with zero fill, as pad + slice.
+
+    Equals a depthwise conv with a one-hot 3x3 kernel, without the multiply-adds.
+    """
+    if dy == 0 and dx == 0:
+        return x
+    h, w = x.shape[-2:]
+    x = F.pad(x, (1, 1, 1, 1))
+    return x[..., 1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w]
+
+
+class GhostModule(nn.Module):
+    """A ghost conv: ``cout // 2`` intrinsic maps from a 3x3 conv, the rest shifted copies.
+
+    During training the shift is a Gumbel-softmax mixture of the 9 directions; in eval
+    mode (and in the deploy form) it is the argmax direction, a pad + slice.
+
+    Args:
+        cin: Input channels.
+        cout: Output channels (even).
+        tau: Gumbel-softmax temperature used in training.
+    """
+
+    def __init__(self, cin: int, cout: int, tau: float = 1.0):
+        super().__init__()
+        self.primary = nn.Conv2d(cin, cout // 2, 3, padding=1)
+        self.logits = nn.Parameter(torch.zeros(len(SHIFTS)))
+        self.tau = tau
+        # Optional output gather (plain channel -> ghost slot), set by ghost_from_plain.
+        self.register_buffer("gather", None)
+
+    @property
+    def direction(self) -> tuple[int, int]:
+        """The inference-time shift (dy, dx)."""
+        return SHIFTS[int(self.logits.argmax())]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        intrinsic = self.primary(x)
+        if self.training:
+            weights = F.gumbel_softmax(self.logits, tau=self.tau, hard=False)
+            ghost = sum(w * shift2d(intrinsic, dy, dx) for w, (dy, dx) in zip(weights, SHIFTS))
+        else:
+            ghost = shift2d(intrinsic, *self.direction)
+        y = torch.cat([intrinsic, ghost], dim=1)
+        if self.gather is not None:
+            y = y.index_select(1, self.gather)
+        return y
+
+
+class FixedGhost(nn.Module):
+    """Deploy form of a GhostModule: conv, then a fixed pad/slice shift."""
+
+    def __init__(self, module: GhostModule):
+        super().__init__()
+        self.primary = copy.deepcopy(module.primary)
+        self.dy, self.dx = module.direction
+        self.register_buffer("gather", None if module.gather is None else module.gather.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        intrinsic = self.primary(x)
+        y = torch.cat([intrinsic, shift2d(intrinsic, self.dy, self.dx)], dim=1)
+        if self.gather is not None:
+            y = y.index_select(1, self.gather)
+        return y
+
+
+class ResBlock(nn.Module):
+    """EDSR residual block (conv-ReLU-conv + identity, no batch-norm)."""
+
+    def __init__(self, conv1: nn.Module, conv2: nn.Module):
+        super().__init__()
+        self.conv1, self.act, self.conv2 = conv1, nn.ReLU(), conv2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.act(self.conv1(x)))
+
+
+class GhostSR(nn.Module):
+    """An EDSR-lite backbone on Y whose body convs are ghost modules (or plain convs).
+
+    Args:
+        scale: Upscaling factor.
+        blocks: Residual blocks.
+        channels: Feature channels.
+        ghost: Use ghost modules in the body (``False`` gives the plain EDSR-lite
+            model that ``ghost_from_plain`` converts).
+    """
+
+    def __init__(self, scale: int, blocks: int = 8, channels: int = 32, ghost: bool = True):
+        super().__init__()
+        self.scale = scale
+
+        def conv() -> nn.Module:
+            if ghost:
+                return GhostModule(channels, channels)
+            return nn.Conv2d(channels, channels, 3, padding=1)
+
+        self.head = nn.Conv2d(1, channels, 3, padding=1)
+        self.body = nn.Sequential(*(ResBlock(conv(), conv()) for _ in range(blocks)))
+        self.body_tail = nn.Conv2d(channels, channels, 3, padding=1)
+        self.tail = nn.Conv2d(channels, scale**2, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.head(x)
+        f = f + self.body_tail(self.body(f))
+        # Nearest-neighbour residual of the input, as in ECBSR: the net learns detail only.
+        return self.shuffle(self.tail(f) + x)
+
+    def deploy(self) -> GhostSR:
+        """Return a copy whose ghost modules use their fixed (argmax) shift."""
+        out = copy.deepcopy(self).eval()
+        for block in out.body:
+            for name in ("conv1", "conv2"):
+                mod = getattr(block, name)
+                if isinstance(mod, GhostModule):
+                    setattr(block, name, FixedGhost(mod))
+        return out
+
+
+def _kmeans_representatives(filters: torch.Tensor, k: int, iters: int = 50,
+                            seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cluster flattened filters; return (cluster of each filter, representative per cluster).
+
+    The representative is the real filter nearest its centroid, so the ghost model keeps
+    trained weights rather than averages.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    flat = filters.flatten(1)
+    # Farthest-point initialization: distinct filters seed distinct clusters, so exact
+    # duplicates can never leave a cluster empty (random seeding can).
+    chosen = [int(torch.randint(len(flat), (1,), generator=gen))]
+    for _ in range(k - 1):
+        chosen.append(int(torch.cdist(flat, flat[chosen]).min(1).values.argmax()))
+    centroids = flat[chosen].clone()
+    for _ in range(iters):
+        assign = torch.cdist(flat, centroids).argmin(1)
+        for j in range(k):
+            members = flat[assign == j]
+            if len(members):
+                centroids[j] = members.mean(0)
+    assign = torch.cdist(flat, centroids).argmin(1)
+    reps = torch.empty(k, dtype=torch.long)
+    for j in range(k):
+        members = (assign == j).nonzero().flatten()
+        if len(members) == 0:  # empty cluster: any filter, its slot goes unused
+            reps[j] = 0
+            continue
+        dist = (flat[members] - centroids[j]).norm(dim=1)
+        reps[j] = members[dist.argmin()]
+    return assign, reps
+
+
+def _ghost_from_conv(conv: nn.Conv2d) -> GhostModule:
+    k = conv.out_channels // 2
+    assign, reps = _kmeans_representatives(conv.weight.detach(), k)
+    ghost = GhostModule(conv.in_channels, conv.out_channels)
+    ghost.primary.weight.data.copy_(conv.weight.data[reps])
+    ghost.primary.bias.data.copy_(conv.bias.data[reps])
+    # Start every shift at identity: each plain channel is approximated by its cluster's
+    # representative (its intrinsic slot if it is one, else the ghost copy of it).
+    ghost.logits.data.fill_(-4.0)
+    ghost.logits.data[IDENTITY] = 4.0
+    is_rep = torch.zeros(conv.out_channels, dtype=torch.bool)
+    is_rep[reps] = True
+    gather = torch.where(is_rep, assign, assign + k)
+    gather[reps] = torch.arange(k)
+    ghost.gather = gather
+    return ghost
+
+
+def ghost_from_plain(plain: GhostSR) -> GhostSR:
+    """Build a GhostSR from a trained plain EDSR-lite by k-means over each conv's filters.
+
+    Each body conv's filters are clustered into ``cout // 2`` groups; the filter nearest
+    each centroid becomes an intrinsic filter, and every other filter is replaced by a
+    (initially unshifted) ghost of its representative. Fine-tune afterwards to learn the
+    shifts. A plain model whose filters come in identical pairs converts exactly.
+
+    Args:
+        plain: A ``GhostSR(..., ghost=False)`` model.
+
+    Returns:
+        A new ghost model with the plain model's head and tail.
+    """
+    out = copy.deepcopy(plain)
+    for block in out.body:
+        for name in ("conv1", "conv2"):
+            mod = getattr(block, name)
+            if not isinstance(mod, nn.Conv2d):
+                raise ValueError("ghost_from_plain expects a plain model (ghost=False)")
+            setattr(block, name, _ghost_from_conv(mod))
+    return out

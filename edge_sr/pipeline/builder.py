@@ -1,0 +1,225 @@
+"""``build``: a registered model -> a deployable artifact folder for one target.
+
+Phases (each a small function): load -> export -> import -> passes -> tuning database ->
+compile -> export library (+ a host twin for reference) -> reference quality -> manifest.
+The artifact folder is written atomically: a failed build leaves no folder that looks valid.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import tvm
+from tvm import relax
+from tvm.relax.frontend.torch import from_exported_program
+from tvm.tirx import PrimFunc
+
+import targets as target_registry
+from runtime.artifact import FORMAT_VERSION, MANIFEST, atomic_dir, sha256_file, write_json_atomic
+
+from ..errors import EdgeSRError
+from ..models import ModelSpec, get_spec, load_model
+from ..models.analysis import receptive_radius
+from .passes import passes_for, run_passes
+
+TUNING_DIR = Path(target_registry.__file__).resolve().parent / "tuning"
+DEFAULT_MODEL = "ecbsr_m4c16_x2"
+DEFAULT_SIZE = (128, 128)
+
+
+class BuildError(EdgeSRError):
+    """A build that cannot proceed, with a one-line reason."""
+
+
+@dataclass
+class BuildConfig:
+    """Arguments of ``build``.
+
+    Attributes:
+        model: Registry name.
+        target: Target name or alias (``arm`` = ``rpi4``).
+        size: LR input (H, W) of the static module; images of any size are tiled.
+        dynamic: Export dynamic H/W (bounded by ``size``) instead of a static shape.
+        dtype: ``float32`` (``int8`` arrives with the quantization pipeline).
+        tuning_db: MetaSchedule database folder; default ``targets/tuning/<key>`` if present.
+        out: Parent folder; the artifact is ``out/MODEL-TARGET-DTYPE``.
+        dump_ir: Folder for the IR after each pass.
+        weights: Checkpoint (default: the committed one).
+        reference_dataset: Dataset for the reference PSNR in the manifest ('' to skip).
+    """
+
+    model: str = DEFAULT_MODEL
+    target: str = "arm"
+    size: tuple[int, int] = DEFAULT_SIZE
+    dynamic: bool = False
+    dtype: str = "float32"
+    tuning_db: str | None = None
+    out: str = "artifacts"
+    dump_ir: str | None = None
+    weights: str | None = None
+    reference_dataset: str = "set5"
+    passes: list[str] = field(default_factory=list)
+
+
+def export_program(model: torch.nn.Module, spec: ModelSpec, size: tuple[int, int],
+                   dynamic: bool) -> torch.export.ExportedProgram:
+    """``torch.export`` the deploy-form model at a static size, or dynamic H/W <= size."""
+    x = torch.rand(1, spec.channels, *size)
+    shapes = None
+    if dynamic:
+        h = torch.export.Dim("h", min=8, max=size[0])
+        w = torch.export.Dim("w", min=8, max=size[1])
+        shapes = ({2: h, 3: w},)
+    with torch.no_grad():
+        return torch.export.export(model, (x,), dynamic_shapes=shapes)
+
+
+def import_relax(program: torch.export.ExportedProgram) -> tvm.IRModule:
+    """Import an exported program into Relax with the weights bound as constants."""
+    return from_exported_program(program, keep_params_as_input=False,
+                                 unwrap_unit_return_tuple=True)
+
+
+def tuning_key(model: str, target: str, size: tuple[int, int], dtype: str) -> str:
+    """Folder name of the tuning database for one (model, target, shape, dtype)."""
+    return f"{model}-{target}-{size[0]}x{size[1]}-{dtype}"
+
+
+def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
+                 db_path: Path | None) -> tuple[tvm.IRModule, dict]:
+    """Replace kernels by their tuned schedules from a MetaSchedule JSON database.
+
+    Returns:
+        The module and a tuning record: ``state`` (untuned/partial/tuned), kernel counts.
+    """
+    kernels = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, PrimFunc)]
+    if db_path is None:
+        return mod, {"state": "untuned", "database": None, "kernels": len(kernels), "tuned": 0}
+    from tvm.s_tir import meta_schedule as ms
+
+    work = Path(db_path)
+    files = [work / "database_workload.json", work / "database_tuning_record.json"]
+    if not all(f.is_file() for f in files):
+        raise BuildError(f"tuning database {work} lacks {files[0].name}/{files[1].name}")
+    try:
+        db = ms.database.JSONDatabase(path_workload=str(files[0]),
+                                      path_tuning_record=str(files[1]), allow_missing=False)
+        with target, db:
+            mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+    except Exception as exc:  # noqa: BLE001 - TVM raises plain errors for bad JSON
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise BuildError(f"tuning database {work} is unreadable: {first}") from None
+    tuned = sum(1 for f in mod.functions.values()
+                if isinstance(f, PrimFunc) and f.attrs is not None
+                and bool(f.attrs.get("tir.is_scheduled", False)))
+    state = "tuned" if tuned == len(kernels) else ("partial" if tuned else "untuned")
+    return mod, {"state": state, "database": str(work), "kernels": len(kernels), "tuned": tuned}
+
+
+def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> relax.Executable:
+    """Compile a (lowered, fused) Relax module into a VM executable."""
+    return relax.build(mod, target)
+
+
+def export_library(ex: relax.Executable, path: Path,
+                   spec: target_registry.TargetSpec) -> None:
+    """Link the executable into a shared library for the target's machine."""
+    from tvm.support import cc
+
+    fcompile = cc.cross_compiler(spec.cross_compiler) if spec.cross_compiler else None
+    ex.export_library(str(path), fcompile=fcompile)
+
+
+def reference_quality(model: torch.nn.Module, spec: ModelSpec, host_lib: Path,
+                      manifest: dict, dataset: str) -> dict:
+    """Set5 (or other) PSNR on the host: PyTorch fp32 and the host TVM build, vs bicubic."""
+    from tvm.runtime.vm import VirtualMachine
+
+    from runtime.engine import Engine
+
+    from ..evaluate import load_pairs, output_to_image, run_torch, score_images
+
+    pairs = load_pairs(dataset, spec.scale, spec.colour)
+    dev = tvm.cpu()
+    engine = Engine(VirtualMachine(tvm.runtime.load_module(str(host_lib)), dev), dev, manifest)
+    from ..data import to_model_input
+
+    tvm_out = [output_to_image(engine.upscale(to_model_input(p.lr, spec.colour)), spec.colour)
+               for p in pairs]
+    torch_out = [run_torch(model, p.lr, spec.colour) for p in pairs]
+    tvm_score, torch_score = score_images(pairs, tvm_out, spec.scale), score_images(
+        pairs, torch_out, spec.scale)
+    return {"dataset": dataset, "psnr_tvm_host": tvm_score["mean"]["psnr"],
+            "ssim_tvm_host": tvm_score["mean"]["ssim"], "psnr_torch": torch_score["mean"]["psnr"],
+            "psnr_bicubic": tvm_score["bicubic"]["psnr"]}
+
+
+def _host_spec() -> target_registry.TargetSpec:
+    return target_registry.TARGETS["host"]
+
+
+def build(cfg: BuildConfig) -> Path:
+    """Build a model for a target and write its artifact folder.
+
+    Returns:
+        The artifact folder ``cfg.out/MODEL-TARGET-DTYPE``.
+
+    Raises:
+        BuildError, ModelError, TargetError: one-line reasons (unknown names, missing
+        cross compiler, unreadable tuning database, unsupported dtype).
+    """
+    t0 = time.time()
+    spec = get_spec(cfg.model)
+    tspec = target_registry.get_target(cfg.target)
+    target_registry.check_toolchain(tspec)
+    if cfg.dtype != "float32":
+        raise BuildError(f"dtype {cfg.dtype} is not supported yet: only float32 builds "
+                         "(int8 quantization is tracked separately)")
+    target = target_registry.tvm_target(tspec)
+    model = load_model(cfg.model, cfg.weights)
+    radius = receptive_radius(spec)
+    if min(cfg.size) <= 2 * radius:
+        raise BuildError(f"--size {cfg.size[0]}x{cfg.size[1]} is too small for {cfg.model}: "
+                         f"tiles need more than twice the receptive radius ({radius} px)")
+    raw = import_relax(export_program(model, spec, cfg.size, cfg.dynamic))
+    names = cfg.passes or passes_for(target)
+    dump = Path(cfg.dump_ir) if cfg.dump_ir else None
+    mod = run_passes(raw, target, names, dump / tspec.name if dump else None)
+    key = tuning_key(cfg.model, tspec.name, cfg.size, cfg.dtype)
+    db = Path(cfg.tuning_db) if cfg.tuning_db else (TUNING_DIR / key)
+    mod, tuning = apply_tuning(mod, target, db if (cfg.tuning_db or db.is_dir()) else None)
+    ex = compile_module(mod, target)
+    name = f"{cfg.model}-{tspec.name}-{cfg.dtype}"
+    with atomic_dir(Path(cfg.out) / name) as tmp:
+        export_library(ex, tmp / "model.so", tspec)
+        manifest = {
+            "format": FORMAT_VERSION, "model": cfg.model, "scale": spec.scale,
+            "colour": spec.colour, "dtype": cfg.dtype, "receptive_radius": radius,
+            "input": {"shape": [1, spec.channels, *cfg.size], "dynamic": cfg.dynamic,
+                      "layout": "NCHW", "range": [0.0, 1.0]},
+            "target": {"name": tspec.name, "tvm": json.loads(str(target)),
+                       "arch": tspec.arch, "kind": tspec.kind},
+            "tvm_version": tvm.__version__, "tuning": tuning, "passes": names,
+            "library": {"file": "model.so", "sha256": sha256_file(tmp / "model.so")},
+            "build": {"config": {k: v for k, v in asdict(cfg).items() if k != "passes"},
+                      "seconds": None, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        }
+        host_lib = tmp / "model.so"
+        if tspec.name != "host":
+            host_target = target_registry.tvm_target(_host_spec())
+            host_mod = run_passes(raw, host_target, passes_for(host_target))
+            host_lib = tmp / "host.so"
+            export_library(compile_module(host_mod, host_target), host_lib, _host_spec())
+            manifest["host_library"] = {"file": "host.so", "sha256": sha256_file(host_lib),
+                                        "note": "untuned host twin, the reference for device "
+                                                "outputs"}
+        if cfg.reference_dataset:
+            manifest["reference"] = reference_quality(model, spec, host_lib, manifest,
+                                                      cfg.reference_dataset)
+        manifest["build"]["seconds"] = round(time.time() - t0, 1)
+        write_json_atomic(tmp / MANIFEST, manifest)
+    return Path(cfg.out) / name

@@ -1,0 +1,71 @@
+"""Named Relax passes. A pipeline is a list of names; each step can dump its IR.
+
+Names keep the pipeline readable in logs and ``--dump-ir`` folders, and let graph
+rewrites (sub-pixel deconvolution, quantization) slot in as one more entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import tvm
+from tvm import relax
+
+
+def _dlight_gpu() -> tvm.transform.Pass:
+    # Unscheduled TIR has no thread bindings and fails on a GPU; dlight's rules give
+    # every kernel a valid default schedule (MetaSchedule can replace it later).
+    from tvm.s_tir import dlight
+
+    return dlight.ApplyDefaultSchedule(dlight.gpu.Matmul(), dlight.gpu.GEMV(),
+                                       dlight.gpu.Reduction(), dlight.gpu.GeneralReduction(),
+                                       dlight.gpu.Fallback())
+
+
+PASSES: dict[str, Callable[[], tvm.transform.Pass]] = {
+    "fold_constant": relax.transform.FoldConstant,
+    "legalize": relax.transform.LegalizeOps,
+    "annotate_op_pattern": relax.transform.AnnotateTIROpPattern,
+    "fuse_ops": relax.transform.FuseOps,
+    "fuse_tir": relax.transform.FuseTIR,
+    "dead_code_elimination": relax.transform.DeadCodeElimination,
+    "dlight_gpu": _dlight_gpu,
+}
+
+# Fold the weights, lower ops to TIR, fuse conv+bias+activation chains into one kernel.
+DEFAULT_PASSES: list[str] = ["fold_constant", "legalize", "annotate_op_pattern",
+                             "fold_constant", "fuse_ops", "fuse_tir", "dead_code_elimination"]
+
+
+def passes_for(target: tvm.target.Target) -> list[str]:
+    """The default pass list for a target (GPU targets add a default schedule)."""
+    return DEFAULT_PASSES + (["dlight_gpu"] if "gpu" in target.keys else [])
+
+
+def run_passes(mod: tvm.IRModule, target: tvm.target.Target, names: list[str],
+               dump_dir: str | Path | None = None) -> tvm.IRModule:
+    """Apply named passes in order under ``target``; dump ``NN_name.py`` after each.
+
+    Args:
+        mod: The Relax module.
+        target: Target in scope while passes run (legalization is target-aware).
+        names: Keys of ``PASSES``.
+        dump_dir: Folder for the IR dumps (``00_import.py`` is the input).
+
+    Returns:
+        The transformed module.
+    """
+    unknown = [n for n in names if n not in PASSES]
+    if unknown:
+        raise KeyError(f"unknown passes {unknown}; known: {sorted(PASSES)}")
+    dump = Path(dump_dir) if dump_dir else None
+    if dump:
+        dump.mkdir(parents=True, exist_ok=True)
+        (dump / "00_import.py").write_text(mod.script())
+    with target:
+        for i, name in enumerate(names, 1):
+            mod = PASSES[name]()(mod)
+            if dump:
+                (dump / f"{i:02d}_{name}.py").write_text(mod.script())
+    return mod

@@ -1,0 +1,160 @@
+"""Upscale an image on the device with a compiled artifact.
+
+``python -m runtime.upscale IN.png -o OUT.png --artifact DIR``
+
+Handles RGB, grayscale, RGBA/LA (alpha upscaled bicubically), palette, 16-bit PNG and
+JPEG. Y-channel models run on luma with chroma upscaled bicubically; any image size runs
+through the fixed-size module by overlapping tiles. Needs only the TVM runtime, numpy
+and pillow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .artifact import ArtifactError
+from .colour import rgb_to_ycbcr, ycbcr_to_rgb
+from .imresize import imresize
+
+
+class ImageError(Exception):
+    """An unreadable, corrupt or unsupported image."""
+
+
+@dataclass
+class Picture:
+    """An image as float planes in [0, 1].
+
+    Attributes:
+        rgb: HxWx3 float64 (grayscale replicated).
+        alpha: HxW float64, or None.
+        gray: The source had no colour.
+        bits: 8 or 16 (per channel).
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    gray: bool
+    bits: int
+
+
+def read_picture(path: str | Path) -> Picture:
+    """Decode an image file into a ``Picture``; one-line ``ImageError`` on failure."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.float64) / 65535.0
+                return Picture(np.repeat(arr[..., None], 3, 2), None, True, 16)
+            if mode in ("L", "LA", "1"):
+                arr = np.asarray(im.convert("LA"), dtype=np.float64) / 255.0
+                alpha = arr[..., 1] if mode == "LA" else None
+                return Picture(np.repeat(arr[..., :1], 3, 2), alpha, True, 8)
+            if mode not in ("RGB", "RGBA", "CMYK", "YCbCr"):
+                raise ImageError(f"{path}: unsupported image mode {mode}")
+            arr = np.asarray(im.convert("RGBA"), dtype=np.float64) / 255.0
+            alpha = arr[..., 3] if mode == "RGBA" else None
+            return Picture(arr[..., :3], alpha, False, 8)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: not a readable image ({exc})") from None
+
+
+def write_picture(pic: Picture, path: str | Path) -> None:
+    """Encode a ``Picture`` by file extension, atomically (temp file + rename)."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"):
+        raise ImageError(f"{path}: unsupported output format {ext or '(none)'}")
+    if pic.gray and pic.bits == 16 and ext == ".png" and pic.alpha is None:
+        data = np.round(np.clip(pic.rgb[..., 0], 0, 1) * 65535).astype(np.uint16)
+        im = Image.fromarray(data)
+    else:
+        u8 = np.round(np.clip(pic.rgb, 0, 1) * 255).astype(np.uint8)
+        if pic.gray:
+            u8 = u8[..., 0]
+        keep_alpha = pic.alpha is not None and ext not in (".jpg", ".jpeg", ".bmp")
+        if pic.alpha is not None and not keep_alpha:
+            print(f"runtime.upscale: {ext} has no alpha channel; alpha dropped", file=sys.stderr)
+        if keep_alpha:
+            a = np.round(np.clip(pic.alpha, 0, 1) * 255).astype(np.uint8)
+            u8 = np.dstack([u8, a])
+        im = Image.fromarray(u8)
+    tmp = path.with_name(f".{path.name}.tmp{ext}")
+    try:
+        im.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def upscale_picture(pic: Picture, engine, progress=None) -> Picture:
+    """Super-resolve a picture with an engine (see ``runtime.engine.Engine``)."""
+    scale, colour = int(engine.manifest["scale"]), engine.manifest["colour"]
+    if colour == "y":
+        ycc = rgb_to_ycbcr(pic.rgb)
+        y = engine.upscale((ycc[..., 0] / 255.0).astype(np.float32)[None], progress)[0]
+        chroma = imresize(ycc[..., 1:], scale)
+        rgb = ycbcr_to_rgb(np.dstack([y.astype(np.float64) * 255.0, chroma]))
+    else:
+        planes = pic.rgb.transpose(2, 0, 1).astype(np.float32)
+        rgb = engine.upscale(planes, progress).transpose(1, 2, 0).astype(np.float64)
+        if pic.gray:
+            rgb = np.repeat(rgb.mean(2, keepdims=True), 3, 2)
+    alpha = None if pic.alpha is None else np.clip(imresize(pic.alpha, scale), 0, 1)
+    return Picture(np.clip(rgb, 0, 1), alpha, pic.gray, pic.bits)
+
+
+def text_progress(items: list, label: str = "tiles") -> Iterable:
+    """A dependency-free progress line on stderr (shown only for more than one step)."""
+    n = len(items)
+    start = time.time()
+    for i, item in enumerate(items, 1):
+        yield item
+        if n > 1:
+            rate = i / max(time.time() - start, 1e-9)
+            end = "\n" if i == n else ""
+            print(f"\r{label} {i}/{n} ({rate:.1f}/s)", end=end, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runtime.upscale", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", help="image to upscale")
+    parser.add_argument("-o", "--output", required=True, help="output image (format by extension)")
+    parser.add_argument("--artifact", required=True,
+                        help="artifact folder (manifest.json + library)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    args = parser.parse_args(argv)
+    from .engine import load_local
+
+    try:
+        pic = read_picture(args.input)
+        engine = load_local(args.artifact)
+        start = time.time()
+        out = upscale_picture(pic, engine, None if args.quiet else text_progress)
+        write_picture(out, args.output)
+    except (ImageError, ArtifactError) as exc:
+        print(f"runtime.upscale: error: {exc}", file=sys.stderr)
+        return 2
+    h, w = out.rgb.shape[:2]
+    print(f"runtime.upscale: wrote {args.output} ({w}x{h}) in {time.time() - start:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Dataset folders, pairs, training patches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_sr.data import (
+    DatasetError,
+    TrainPatches,
+    load_image,
+    make_pair,
+    modcrop,
+    resolve_dataset,
+    to_model_input,
+)
+
+
+def test_modcrop():
+    assert modcrop(np.zeros((13, 17, 3)), 4).shape == (12, 16, 3)
+
+
+def test_pair_shapes_for_y_and_rgb():
+    hr = np.random.default_rng(0).integers(0, 256, (31, 45, 3), dtype=np.uint8)
+    y = make_pair(hr, 3, "y")
+    assert y.hr.shape == (30, 45) and y.lr.shape == (10, 15) and y.lr.dtype == np.uint8
+    rgb = make_pair(hr, 2, "rgb")
+    assert rgb.hr.shape == (30, 44, 3) and rgb.lr.shape == (15, 22, 3)
+    assert to_model_input(rgb.lr, "rgb").shape == (3, 15, 22)
+    assert to_model_input(y.lr, "y").shape == (1, 10, 15)
+
+
+def test_unknown_dataset_lists_known_ones():
+    with pytest.raises(DatasetError, match="set5"):
+        resolve_dataset("set99")
+
+
+def test_corrupt_image_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "x.png"
+    bad.write_bytes(b"\x89PNG broken")
+    with pytest.raises(DatasetError) as err:
+        load_image(bad)
+    assert "\n" not in str(err.value)
+
+
+def test_grayscale_images_load_as_rgb(tmp_path):
+    Image.fromarray(np.full((8, 8), 50, np.uint8)).save(tmp_path / "g.png")
+    assert load_image(tmp_path / "g.png").shape == (8, 8, 3)
+
+
+def test_train_patches_are_aligned_and_deterministic(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (80, 90, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.png")
+    a = TrainPatches([str(tmp_path)], 2, "y", patch=32, seed=5)
+    b = TrainPatches([str(tmp_path)], 2, "y", patch=32, seed=5)
+    lr, hr = a.batch(4)
+    lr2, hr2 = b.batch(4)
+    assert lr.shape == (4, 1, 16, 16) and hr.shape == (4, 1, 32, 32)
+    assert np.array_equal(lr, lr2) and np.array_equal(hr, hr2)
+    # The LR patch is the (whole-image) bicubic downscale of the HR patch, up to borders.
+    from edge_sr.data import imresize
+    down = imresize(hr[0, 0].astype(np.float64), 0.5)
+    assert np.abs(down[3:-3, 3:-3] - lr[0, 0, 3:-3, 3:-3]).max() < 0.02

@@ -1,0 +1,75 @@
+"""GhostSR: shifts export as pad/slice (no conv), k-means conversion from a plain model."""
+
+from __future__ import annotations
+
+import torch
+
+from edge_sr.models import MODELS, ghost_from_plain
+from edge_sr.models.ghostsr import SHIFTS, GhostModule, GhostSR, shift2d
+
+
+def _conv_count(program) -> int:
+    return sum(1 for n in program.graph.nodes
+               if n.op == "call_function" and "conv" in str(n.target))
+
+
+def test_shift_equals_one_hot_depthwise_conv():
+    x = torch.randn(1, 4, 7, 9)
+    for k, (dy, dx) in enumerate(SHIFTS):
+        kernel = torch.zeros(4, 1, 3, 3)
+        kernel.view(4, 9)[:, k] = 1.0
+        conv = torch.nn.functional.conv2d(x, kernel.flip(2, 3), padding=1, groups=4)
+        assert torch.equal(shift2d(x, dy, dx), conv), (dy, dx)
+
+
+def test_exported_ghost_model_has_no_conv_for_the_shifts():
+    spec = MODELS["ghostsr_x2"]
+    model = spec.factory()
+    for m in model.modules():  # make every shift a real one (not identity)
+        if isinstance(m, GhostModule):
+            m.logits.data.zero_()
+            m.logits.data[0] = 5.0
+    deploy = spec.deploy(model)
+    program = torch.export.export(deploy, (torch.rand(1, 1, 16, 16),))
+    # head + 2 primaries per block + body tail + tail: shifts add none.
+    blocks = len(model.body)
+    assert _conv_count(program) == 2 * blocks + 3
+    assert any("pad" in str(n.target) for n in program.graph.nodes)
+
+
+def test_training_mode_mixes_shifts_and_eval_uses_argmax():
+    mod = GhostModule(4, 8)
+    mod.logits.data[:] = torch.arange(9.0)
+    x = torch.randn(1, 4, 6, 6)
+    mod.eval()
+    intrinsic = mod.primary(x)
+    assert torch.equal(mod(x)[:, 4:], shift2d(intrinsic, *SHIFTS[8]))
+    mod.train()
+    assert mod(x).requires_grad and mod.logits.grad is None
+
+
+def test_ghost_from_plain_is_exact_for_paired_filters():
+    torch.manual_seed(0)
+    plain = GhostSR(2, blocks=2, channels=8, ghost=False).eval()
+    with torch.no_grad():
+        for block in plain.body:
+            for conv in (block.conv1, block.conv2):
+                half = conv.out_channels // 2
+                perm = torch.randperm(conv.out_channels)
+                w = torch.randn(half, *conv.weight.shape[1:])
+                b = torch.randn(half)
+                conv.weight.copy_(torch.cat([w, w])[perm])
+                conv.bias.copy_(torch.cat([b, b])[perm])
+    ghost = ghost_from_plain(plain).eval()
+    x = torch.rand(1, 1, 12, 12)
+    assert torch.allclose(plain(x), ghost(x), atol=1e-5)
+    assert all(isinstance(b.conv1, GhostModule) for b in ghost.body)
+
+
+def test_ghost_from_plain_approximates_a_generic_model():
+    torch.manual_seed(0)
+    plain = GhostSR(2, blocks=2, channels=8, ghost=False).eval()
+    ghost = ghost_from_plain(plain).eval()
+    x = torch.rand(1, 1, 12, 12)
+    assert ghost(x).shape == plain(x).shape
+    assert torch.isfinite(ghost(x)).all()
