@@ -49,6 +49,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 @command
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from .zoo import format_zoo, zoo_table
+
+    rows = zoo_table(args.dataset, args.model or None)
+    print(json.dumps(rows) if args.json else format_zoo(rows))
+    return 0
+
+
+@command
 def cmd_targets(args: argparse.Namespace) -> int:
     import targets
 
@@ -160,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="set5", help="name under shared/datasets or a folder")
     p.add_argument("--weights")
     p.add_argument("--limit", type=int, default=0, help="first N images only")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("zoo", help="evaluate every committed model (a markdown table)")
+    p.add_argument("--dataset", nargs="+", default=["set5"])
+    p.add_argument("--model", nargs="*", help="only these models")
     p.add_argument("--json", action="store_true")
 
     sub.add_parser("targets", help="list the device targets")

@@ -1,0 +1,50 @@
+"""The committed model zoo as one table: PSNR/SSIM per dataset next to bicubic and papers."""
+
+from __future__ import annotations
+
+from .evaluate import evaluate_module, load_pairs
+from .models import MODELS, load_model
+
+# Published Y-channel figures (PSNR, SSIM or None), from shared/datasets/README.md.
+PUBLISHED: dict[tuple[str, str], tuple[float, float | None]] = {
+    ("fsrcnn_x2", "set5"): (37.00, 0.9558), ("fsrcnn_x2", "set14"): (32.63, 0.9088),
+    ("fsrcnn_x3", "set5"): (33.16, None),
+    ("fsrcnn_x4", "set5"): (30.72, 0.8660), ("fsrcnn_x4", "set14"): (27.61, 0.7550),
+    ("srresnet_b16_x4", "set5"): (32.05, 0.9019), ("srresnet_b16_x4", "set14"): (28.49, 0.8184),
+}
+
+
+def committed_models() -> list[str]:
+    """Registry names that have a committed checkpoint."""
+    return [name for name, spec in MODELS.items() if spec.weights_path.exists()]
+
+
+def zoo_table(datasets: list[str], models: list[str] | None = None) -> list[dict]:
+    """Evaluate models (default: every committed one) on datasets; one row per pair."""
+    rows = []
+    for name in models or committed_models():
+        spec = MODELS[name]
+        model = load_model(name)
+        for ds in datasets:
+            res = evaluate_module(model, spec, load_pairs(ds, spec.scale, spec.colour))
+            pub = PUBLISHED.get((name, ds))
+            rows.append({"model": name, "dataset": ds, "scale": spec.scale,
+                         "psnr": res["mean"]["psnr"], "ssim": res["mean"]["ssim"],
+                         "bicubic_psnr": res["bicubic"]["psnr"],
+                         "bicubic_ssim": res["bicubic"]["ssim"],
+                         "published_psnr": pub[0] if pub else None,
+                         "published_ssim": pub[1] if pub else None})
+    return rows
+
+
+def format_zoo(rows: list[dict]) -> str:
+    """Markdown table of ``zoo_table`` rows."""
+    lines = ["| model | dataset | PSNR / SSIM | bicubic | gain | published |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        pub = "" if r["published_psnr"] is None else f"{r['published_psnr']:.2f}" + (
+            f" / {r['published_ssim']:.4f}" if r["published_ssim"] else "")
+        lines.append(f"| {r['model']} | {r['dataset']} x{r['scale']} | {r['psnr']:.2f} / "
+                     f"{r['ssim']:.4f} | {r['bicubic_psnr']:.2f} / {r['bicubic_ssim']:.4f} | "
+                     f"{r['psnr'] - r['bicubic_psnr']:+.2f} | {pub} |")
+    return "\n".join(lines)

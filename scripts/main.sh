@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The main job, end to end on a fresh machine (Debian 12, Python 3.11, root):
+# install, evaluate the committed models, build the default model for the Pi, start the
+# emulated Pi, benchmark it there over RPC on Set5, and upscale a sample image on it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "install edge-sr (pins in pyproject.toml)"
+python3 -m pip install -q -e .
+
+step "committed models on Set5 (PyTorch fp32, host x86)"
+edge-sr zoo --dataset set5
+
+step "build the default model for the Raspberry Pi 4 (python compile/build.py --target arm)"
+python3 compile/build.py --target arm
+ARTIFACT=artifacts/ecbsr_m4c16_x2-rpi4-float32
+
+step "start the emulated Raspberry Pi (QEMU aarch64, RPC on 127.0.0.1:9090)"
+bash scripts/emulated-pi setup
+bash scripts/emulated-pi start
+bash scripts/emulated-pi status
+
+step "benchmark on the device over RPC: Set5 latency and PSNR (emulated: ratios, not a Pi's ms)"
+edge-sr bench-device --artifact "$ARTIFACT" --device 127.0.0.1:9090 --dataset set5 --repeat 5
+
+step "upscale a sample image on the device with runtime.upscale"
+SAMPLE="$(python3 -c 'from edge_sr.data import DATASETS_DIR; print(DATASETS_DIR / "set5" / "img_002.png")')"
+bash scripts/emulated-pi upscale "$SAMPLE" artifacts/sample_x2.png "$ARTIFACT"
+echo "wrote artifacts/sample_x2.png"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install what the tests need, start the emulated Pi, run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+python3 -m pip install -q -e ".[dev]"
+bash scripts/emulated-pi setup
+started=0
+if [ "$(bash scripts/emulated-pi status | python3 -c 'import json,sys; print(json.load(sys.stdin)["answers"])')" != True ]; then
+  bash scripts/emulated-pi start
+  started=1
+fi
+cleanup() { [ "$started" = 1 ] && bash scripts/emulated-pi stop || true; }
+trap cleanup EXIT
+ruff check .
+python3 -m pytest -q -rs "$@"
