@@ -33,7 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       lr=args.lr, seed=args.seed, out=args.out or "", val_every=args.val_every,
                       export=args.export or "", init=args.init or "",
                       adversarial=args.adversarial, threads=args.threads,
-                      stop_after=args.stop_after)
+                      stop_after=args.stop_after, qat=args.qat)
     result = train(cfg)
     print(json.dumps(result))
     return 0
@@ -97,6 +97,15 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="checkpoint (default: the committed one)")
     p.add_argument("--reference-dataset", default="set5",
                    help="dataset for the reference PSNR in the manifest ('' to skip)")
+    q = p.add_argument_group("int8")
+    q.add_argument("--observer", default="mse", choices=["minmax", "percentile", "mse"],
+                   help="activation range observer (default mse)")
+    q.add_argument("--calib-images", type=int, default=64,
+                   help="calibration crops from the training sets (default 64)")
+    q.add_argument("--max-psnr-drop", type=float, default=0.1,
+                   help="fail when int8 loses more Set5 PSNR than this (dB, default 0.1)")
+    q.add_argument("--no-fallback", dest="fallback", action="store_false",
+                   help="quantize every layer (full int8); no float fallback")
 
 
 def build_config(args: argparse.Namespace):
@@ -109,7 +118,9 @@ def build_config(args: argparse.Namespace):
     return BuildConfig(model=args.model, target=args.target, size=size, dynamic=dynamic,
                        dtype=args.dtype, tuning_db=args.tuning_db, out=args.out,
                        dump_ir=args.dump_ir, weights=args.weights,
-                       reference_dataset=args.reference_dataset)
+                       reference_dataset=args.reference_dataset, observer=args.observer,
+                       calib_images=args.calib_images, max_psnr_drop=args.max_psnr_drop,
+                       fallback=args.fallback)
 
 
 @command
@@ -128,6 +139,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     if ref:
         print(f"reference on {ref['dataset']}: PSNR torch {ref['psnr_torch']:.2f} dB, host TVM "
               f"{ref['psnr_tvm_host']:.2f} dB, bicubic {ref['psnr_bicubic']:.2f} dB")
+    if "quality" in manifest:
+        qual = manifest["quality"]
+        print(f"int8 guard: float32 {qual['psnr_float32']:.3f} dB -> int8 "
+              f"{qual['psnr_int8']:.3f} dB (drop {qual['drop']:.3f} <= {qual['max_drop']}); "
+              f"float layers: {', '.join(qual['float_layers']) or 'none'}")
     return 0
 
 
@@ -161,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="start from these weights")
     p.add_argument("--adversarial", action="store_true", help="add the SRGAN adversarial loss")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--qat", action="store_true",
+                   help="quantization-aware fine-tuning for int8 (writes MODEL.qat.pt)")
     p.add_argument("--stop-after", type=int, default=0,
                    help="checkpoint and stop after N steps this run (rerun to continue)")
 

@@ -42,6 +42,9 @@ class TrainConfig:
         threads: torch intra-op threads (0 = torch default).
         stop_after: Stop (with a checkpoint, no export) after this many steps in this
             invocation; rerun to continue. 0 = run to ``iters``.
+        qat: Quantization-aware fine-tuning of the deploy form (starting from ``init`` or
+            the committed weights) through the int8 fake-quant; exports a deploy-form
+            checkpoint (default ``weights/MODEL.qat.pt``) for ``build --dtype int8``.
     """
 
     model: str
@@ -60,6 +63,20 @@ class TrainConfig:
     adv_weight: float = 1e-3
     threads: int = 0
     stop_after: int = 0
+    qat: bool = False
+
+
+def _qat_model(cfg: TrainConfig, spec) -> torch.nn.Module:
+    """The fake-quant training module, calibrated from the trained float model."""
+    from .models import load_model
+    from .quant import QuantConfig, quantize
+    from .quant.qat import FakeQuant
+
+    float_model = load_model(cfg.model, cfg.init or None)
+    gm, plan, _ = quantize(float_model, spec, QuantConfig(max_drop=float("inf")))
+    for p in gm.parameters():
+        p.requires_grad_(True)
+    return FakeQuant(gm, plan)
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
@@ -104,7 +121,8 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out or f"runs/{cfg.model}")
     out.mkdir(parents=True, exist_ok=True)
-    model = spec.factory()
+    model = _qat_model(cfg, spec) if cfg.qat else spec.factory()
+    deploy = (lambda m: m) if cfg.qat else spec.deploy
     disc = Discriminator() if cfg.adversarial else None
     if disc is not None and spec.colour != "rgb":
         raise ValueError("--adversarial needs an RGB model (the discriminator sees RGB)")
@@ -123,7 +141,7 @@ def train(cfg: TrainConfig) -> dict:
         data.rng.bit_generator.state = state["data_rng"]
         torch.set_rng_state(state["torch_rng"])
         start = state["iter"]
-    elif cfg.init:
+    elif cfg.init and not cfg.qat:
         ckpt = torch.load(cfg.init, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt.get("state_dict", ckpt))
     log_path = out / "log.csv"
@@ -151,7 +169,7 @@ def train(cfg: TrainConfig) -> dict:
             done = step + 1
             if done % cfg.val_every == 0 or done == cfg.iters:
                 model.eval()
-                val = evaluate_module(spec.deploy(model), spec, val_pairs)["mean"]
+                val = evaluate_module(deploy(model), spec, val_pairs)["mean"]
                 model.train()
                 bar.set_postfix(loss=f"{loss:.4f}", val_psnr=f"{val['psnr']:.2f}")
                 log.writerow({"iter": done, "loss": round(loss, 6),
@@ -169,8 +187,12 @@ def train(cfg: TrainConfig) -> dict:
         log_file.close()
         raise
     log_file.close()
-    export = Path(cfg.export) if cfg.export else spec.weights_path
+    default = spec.weights_path.with_suffix(".qat.pt") if cfg.qat else spec.weights_path
+    export = Path(cfg.export) if cfg.export else default
     export.parent.mkdir(parents=True, exist_ok=True)
-    _save_atomic({"state_dict": model.state_dict(), "model": cfg.model, "iters": cfg.iters,
-                  "val_psnr": val["psnr"]}, export)
+    ckpt = {"state_dict": model.state_dict(), "model": cfg.model, "iters": cfg.iters,
+            "val_psnr": val["psnr"]}
+    if cfg.qat:  # the deploy form, sub-pixel rewritten, as the fake-quant graph holds it
+        ckpt.update(state_dict=model.gm.state_dict(), form="deploy-subpixel")
+    _save_atomic(ckpt, export)
     return {"val": val, "weights": str(export), "log": str(log_path)}

@@ -126,6 +126,10 @@ def load_model(name: str, weights: str | Path | None = None, deploy: bool = True
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
             state = ckpt["state_dict"] if "state_dict" in ckpt else ckpt
+            if ckpt.get("form") == "deploy-subpixel":  # written by `train --qat`
+                from ..pipeline.torch_passes import subpixel_deconv
+
+                model = subpixel_deconv(spec.deploy(model.eval()))
             model.load_state_dict(state)
         except Exception as exc:  # noqa: BLE001 - one line for any unreadable/mismatched file
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -24,7 +24,9 @@ from runtime.artifact import FORMAT_VERSION, MANIFEST, atomic_dir, sha256_file, 
 from ..errors import EdgeSRError
 from ..models import ModelSpec, get_spec, load_model
 from ..models.analysis import receptive_radius
+from ..quant.lower import lower_to_relax
 from .passes import passes_for, run_passes
+from .torch_passes import DEFAULT_TORCH_PASSES, run_torch_passes
 
 TUNING_DIR = Path(target_registry.__file__).resolve().parent / "tuning"
 DEFAULT_MODEL = "ecbsr_m4c16_x2"
@@ -50,6 +52,11 @@ class BuildConfig:
         dump_ir: Folder for the IR after each pass.
         weights: Checkpoint (default: the committed one).
         reference_dataset: Dataset for the reference PSNR in the manifest ('' to skip).
+        passes: Relax pass names (default: the target's default list).
+        observer: int8 calibration observer (minmax, percentile, mse).
+        calib_images: int8 calibration crops from the training sets.
+        max_psnr_drop: int8 guard: largest allowed Set5 PSNR drop vs float32 (dB).
+        fallback: Let sensitive layers stay float (False: full int8).
     """
 
     model: str = DEFAULT_MODEL
@@ -63,6 +70,10 @@ class BuildConfig:
     weights: str | None = None
     reference_dataset: str = "set5"
     passes: list[str] = field(default_factory=list)
+    observer: str = "mse"
+    calib_images: int = 64
+    max_psnr_drop: float = 0.1
+    fallback: bool = True
 
 
 def export_program(model: torch.nn.Module, spec: ModelSpec, size: tuple[int, int],
@@ -158,6 +169,36 @@ def reference_quality(model: torch.nn.Module, spec: ModelSpec, host_lib: Path,
             "psnr_bicubic": tvm_score["bicubic"]["psnr"]}
 
 
+def quantize_for_build(model: torch.nn.Module, spec: ModelSpec, cfg: BuildConfig) -> tuple:
+    """Calibrate and plan the int8 model; one-line BuildError for unsupported graphs."""
+    from ..quant import QuantConfig, QuantError, quantize
+
+    try:
+        return quantize(model, spec, QuantConfig(observer=cfg.observer,
+                                                 calib_images=cfg.calib_images,
+                                                 max_drop=cfg.max_psnr_drop,
+                                                 fallback=cfg.fallback))
+    except QuantError as exc:
+        raise BuildError(str(exc)) from None
+
+
+def int8_guard(manifest: dict, cfg: BuildConfig, report: dict) -> dict:
+    """The PSNR guard: Set5 int8 (host TVM) vs float32 (PyTorch); fail past the budget."""
+    ref = manifest["reference"]
+    quality = {"dataset": ref["dataset"], "psnr_float32": ref["psnr_torch"],
+               "psnr_int8": ref["psnr_tvm_host"], "ssim_int8": ref["ssim_tvm_host"],
+               "drop": ref["psnr_torch"] - ref["psnr_tvm_host"],
+               "max_drop": cfg.max_psnr_drop, "float_layers": report["float_layers"]}
+    if quality["drop"] > cfg.max_psnr_drop:
+        culprits = ", ".join(f"{k} ({v:+.3f} dB)" for k, v in
+                             list(report["sensitivity_db"].items())[:3]) or "none measured"
+        raise BuildError(f"int8 {cfg.model} loses {quality['drop']:.3f} dB on "
+                         f"{ref['dataset']} (> --max-psnr-drop {cfg.max_psnr_drop}); most "
+                         f"sensitive layers: {culprits}; float layers: "
+                         f"{report['float_layers'] or 'none'}")
+    return quality
+
+
 def _host_spec() -> target_registry.TargetSpec:
     return target_registry.TARGETS["host"]
 
@@ -176,16 +217,23 @@ def build(cfg: BuildConfig) -> Path:
     spec = get_spec(cfg.model)
     tspec = target_registry.get_target(cfg.target)
     target_registry.check_toolchain(tspec)
-    if cfg.dtype != "float32":
-        raise BuildError(f"dtype {cfg.dtype} is not supported yet: only float32 builds "
-                         "(int8 quantization is tracked separately)")
+    if cfg.dtype not in ("float32", "int8"):
+        raise BuildError(f"unknown dtype {cfg.dtype}: choose float32 or int8")
+    if cfg.dtype == "int8" and cfg.dynamic:
+        raise BuildError("int8 builds need a static --size (the plan is per shape)")
     target = target_registry.tvm_target(tspec)
     model = load_model(cfg.model, cfg.weights)
     radius = receptive_radius(spec)
     if min(cfg.size) <= 2 * radius:
         raise BuildError(f"--size {cfg.size[0]}x{cfg.size[1]} is too small for {cfg.model}: "
                          f"tiles need more than twice the receptive radius ({radius} px)")
-    raw = import_relax(export_program(model, spec, cfg.size, cfg.dynamic))
+    quant = None
+    if cfg.dtype == "int8":
+        quant = quantize_for_build(model, spec, cfg)
+        raw = lower_to_relax(quant[0], quant[1], (1, spec.channels, *cfg.size))
+    else:
+        rewritten = run_torch_passes(model, DEFAULT_TORCH_PASSES)
+        raw = import_relax(export_program(rewritten, spec, cfg.size, cfg.dynamic))
     names = cfg.passes or passes_for(target)
     dump = Path(cfg.dump_ir) if cfg.dump_ir else None
     mod = run_passes(raw, target, names, dump / tspec.name if dump else None)
@@ -203,7 +251,10 @@ def build(cfg: BuildConfig) -> Path:
                       "layout": "NCHW", "range": [0.0, 1.0]},
             "target": {"name": tspec.name, "tvm": json.loads(str(target)),
                        "arch": tspec.arch, "kind": tspec.kind},
-            "tvm_version": tvm.__version__, "tuning": tuning, "passes": names,
+            "tvm_version": tvm.__version__, "tuning": tuning,
+            "torch_passes": DEFAULT_TORCH_PASSES if quant is None else ["subpixel_deconv",
+                                                                        "quantize_int8"],
+            "passes": names,
             "library": {"file": "model.so", "sha256": sha256_file(tmp / "model.so")},
             "build": {"config": {k: v for k, v in asdict(cfg).items() if k != "passes"},
                       "seconds": None, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
@@ -217,9 +268,15 @@ def build(cfg: BuildConfig) -> Path:
             manifest["host_library"] = {"file": "host.so", "sha256": sha256_file(host_lib),
                                         "note": "untuned host twin, the reference for device "
                                                 "outputs"}
-        if cfg.reference_dataset:
+        if quant is not None:
+            manifest["quantization"] = quant[2]
+        # int8 builds always measure quality: the guard is not optional.
+        ref_dataset = cfg.reference_dataset or ("set5" if quant is not None else "")
+        if ref_dataset:
             manifest["reference"] = reference_quality(model, spec, host_lib, manifest,
-                                                      cfg.reference_dataset)
+                                                      ref_dataset)
+        if quant is not None:
+            manifest["quality"] = int8_guard(manifest, cfg, quant[2])
         manifest["build"]["seconds"] = round(time.time() - t0, 1)
         write_json_atomic(tmp / MANIFEST, manifest)
     return Path(cfg.out) / name

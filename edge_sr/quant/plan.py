@@ -1,0 +1,290 @@
+"""Quantization plans on the torch.fx graph of a deploy-form model, and their simulation.
+
+Scheme (what the Relax lowering implements, and what ``simulate`` reproduces):
+- weights: per-output-channel symmetric int8, ``s_w[c] = max|w_c| / 127``;
+- activations: per-tensor symmetric, uint8 for tensors that calibration saw >= 0
+  (inputs, ReLU outputs) and int8 otherwise; zero point 0, so zero padding stays exact;
+- conv: uint8/int8 x int8 -> int32 accumulation, bias in int32 at scale ``s_in * s_w``,
+  then a per-channel float epilogue ``t = acc * s_in * s_w / s_out``, the activation
+  (fused when the conv's only user is one), ``q = clip(floor(t + 0.5))``;
+- add, standalone activations: dequantize, compute, requantize (elementwise);
+- concat: inputs requantized to the output scale; depth-to-space, shifts: integer moves.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ..models.ghostsr import shift2d
+from .observers import OBSERVERS, Reservoir
+
+QMAX = {"int8": 127, "uint8": 255}
+QMIN = {"int8": -127, "uint8": 0}
+ACTIVATIONS = (nn.PReLU, nn.ReLU, nn.Hardtanh)
+MOVES = (nn.PixelShuffle,)  # pure data movement: output keeps the input's scale
+
+
+class QuantError(ValueError):
+    """A model the quantizer cannot handle, with a one-line reason."""
+
+
+@dataclass
+class ActQ:
+    """Quantization of one tensor: ``real = q * scale``."""
+
+    scale: float
+    dtype: str  # "uint8" or "int8"
+
+
+@dataclass
+class QuantPlan:
+    """Everything the lowering needs.
+
+    Attributes:
+        acts: Node name -> quantization of its output.
+        weights: Conv node name -> (int8 weights, per-channel scales).
+        float_layers: Conv nodes kept in float32 (mixed precision).
+        fused: Conv node -> the activation node fused into its epilogue.
+        observer: Observer used for the activations.
+        float_out: Nodes of the output tail computed in float32 straight from the int32
+            accumulator (the module's output is float: requantizing it to 8 bits would
+            only add error on top of the 8-bit evaluation grid).
+    """
+
+    acts: dict[str, ActQ]
+    weights: dict[str, tuple[np.ndarray, np.ndarray]]
+    float_layers: set[str] = field(default_factory=set)
+    fused: dict[str, str] = field(default_factory=dict)
+    observer: str = "mse"
+    float_out: set[str] = field(default_factory=set)
+
+
+def output_tail(gm: fx.GraphModule) -> set[str]:
+    """The output's producers back through moves/activations to the first conv/add/cat."""
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    node, tail = out.args[0], set()
+    while isinstance(node, fx.Node):
+        tail.add(node.name)
+        if kind(gm, node) not in ("move", "shift", "act"):
+            break
+        node = node.args[0]
+    return tail
+
+
+def float_tensors(gm: fx.GraphModule, plan: QuantPlan) -> set[str]:
+    """Nodes whose output stays float32: float layers (and their fused activations), the
+    output tail, and whatever only rearranges or combines a float tensor."""
+    out = set(plan.float_out)
+    for node in gm.graph.nodes:
+        k = kind(gm, node)
+        if k == "conv" and node.name in plan.float_layers:
+            out.add(node.name)
+            if node.name in plan.fused:
+                out.add(plan.fused[node.name])
+        elif k in ("move", "shift", "act", "add", "cat"):
+            inputs = node.args[0] if k == "cat" else node.args[:2] if k == "add" else node.args[:1]
+            if any(isinstance(a, fx.Node) and a.name in out for a in inputs):
+                out.add(node.name)
+    return out
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """Symbolically trace a deploy-form model (``shift2d`` stays one leaf call)."""
+    tracer = fx.Tracer(autowrap_functions=(shift2d,))
+    graph = tracer.trace(model)
+    return fx.GraphModule(tracer.root, graph)
+
+
+def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    """The submodule a ``call_module`` node calls, else None."""
+    return gm.get_submodule(node.target) if node.op == "call_module" else None
+
+
+def kind(gm: fx.GraphModule, node: fx.Node) -> str:
+    """Classify a node: input, output, conv, act, move, add, cat, shift, or unsupported."""
+    if node.op in ("placeholder", "output"):
+        return "input" if node.op == "placeholder" else "output"
+    mod = module_of(gm, node)
+    if isinstance(mod, nn.Conv2d):
+        return "conv"
+    if isinstance(mod, ACTIVATIONS):
+        return "act"
+    if isinstance(mod, MOVES):
+        return "move"
+    if node.op == "call_function":
+        if node.target in (operator.add, torch.add):
+            return "add"
+        if node.target is torch.cat:
+            return "cat"
+        if node.target is shift2d:
+            return "shift"
+    return "unsupported"
+
+
+def fusable(gm: fx.GraphModule) -> dict[str, str]:
+    """Conv nodes whose only user is an activation module: conv -> activation."""
+    out = {}
+    for node in gm.graph.nodes:
+        if kind(gm, node) == "conv" and len(node.users) == 1:
+            (user,) = node.users
+            if kind(gm, user) == "act":
+                out[node.name] = user.name
+    return out
+
+
+def check_supported(gm: fx.GraphModule) -> None:
+    """Raise ``QuantError`` naming the first op the quantizer does not support."""
+    for node in gm.graph.nodes:
+        if kind(gm, node) == "unsupported":
+            what = type(module_of(gm, node)).__name__ if node.op == "call_module" else node.target
+            raise QuantError(f"int8: unsupported op {what} at node {node.name}")
+
+
+def calibrate(gm: fx.GraphModule, batches: list[torch.Tensor]) -> dict[str, Reservoir]:
+    """Run calibration batches and sample every node's output values."""
+    stats: dict[str, Reservoir] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n):
+            result = super().run_node(n)
+            if isinstance(result, torch.Tensor) and n.op != "output":
+                stats.setdefault(n.name, Reservoir(len(stats))).add(result.detach().numpy())
+            return result
+
+    with torch.no_grad():
+        for batch in batches:
+            Recorder(gm).run(batch)
+    return stats
+
+
+def _weight_q(conv: nn.Conv2d) -> tuple[np.ndarray, np.ndarray]:
+    w = conv.weight.detach().double().numpy()
+    scale = np.abs(w).reshape(w.shape[0], -1).max(1) / 127.0
+    scale[scale == 0] = 1.0
+    q = np.clip(np.round(w / scale[:, None, None, None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def make_plan(gm: fx.GraphModule, stats: dict[str, Reservoir], observer: str = "mse",
+              float_layers: set[str] | None = None) -> QuantPlan:
+    """Choose scales for every tensor and quantize the conv weights."""
+    if observer not in OBSERVERS:
+        raise QuantError(f"unknown observer {observer!r}; choose from {sorted(OBSERVERS)}")
+    check_supported(gm)
+    acts, weights = {}, {}
+    for node in gm.graph.nodes:
+        k = kind(gm, node)
+        if k == "output":
+            continue
+        if k in ("move", "shift"):  # same values, rearranged: keep the producer's scale
+            acts[node.name] = acts[node.args[0].name]
+            continue
+        if k == "input":  # 8-bit images in [0, 1]: the 1/255 grid quantizes them losslessly
+            acts[node.name] = ActQ(1.0 / 255.0, "uint8")
+            continue
+        res = stats[node.name]
+        dtype = "int8" if res.signed else "uint8"
+        clip = OBSERVERS[observer](res, QMAX[dtype])
+        acts[node.name] = ActQ(clip / QMAX[dtype], dtype)
+        if k == "conv":
+            weights[node.name] = _weight_q(module_of(gm, node))
+    tail = output_tail(gm)
+    fused = {c: a for c, a in fusable(gm).items() if c not in tail and a not in tail}
+    return QuantPlan(acts, weights, set(float_layers or ()), fused, observer, tail)
+
+
+def fake_quant(x: torch.Tensor, q: ActQ) -> torch.Tensor:
+    """Quantize-dequantize with the lowering's rounding (floor(x/s + 0.5), clipped)."""
+    return torch.clamp(torch.floor(x / q.scale + 0.5), QMIN[q.dtype], QMAX[q.dtype]) * q.scale
+
+
+def bias_q(conv: nn.Conv2d, s_in: float, w_scale: np.ndarray) -> np.ndarray | None:
+    """The conv bias on the accumulator's grid (scale ``s_in * s_w[c]``), as int32."""
+    if conv.bias is None:
+        return None
+    b = conv.bias.detach().double().numpy()
+    return np.round(b / (s_in * w_scale)).astype(np.int32)
+
+
+def simulate(gm: fx.GraphModule, plan: QuantPlan, x: torch.Tensor) -> torch.Tensor:
+    """Run the model as the int8 module computes it (in float64).
+
+    Integer accumulation is exact in float64 for our sizes, so this equals the compiled
+    module up to the float32 rounding of its epilogue (an occasional 1-step difference).
+
+    Args:
+        gm: The traced deploy model.
+        plan: Scales, weights and float layers.
+        x: Input batch (float).
+
+    Returns:
+        The output, float64.
+    """
+    env: dict[str, torch.Tensor] = {}
+    floats = float_tensors(gm, plan)
+
+    def arg(a):
+        return env[a.name] if isinstance(a, fx.Node) else a
+
+    for node in gm.graph.nodes:
+        k = kind(gm, node)
+        if k == "output":
+            return arg(node.args[0])
+        if k == "input":
+            v = x.double()
+        elif k == "conv":
+            v = _sim_conv(gm, node, arg(node.args[0]), plan)
+        elif k == "act":
+            v = apply_act(module_of(gm, node), arg(node.args[0]))
+        elif k == "move":
+            v = module_of(gm, node)(arg(node.args[0]))
+        elif k == "shift":
+            v = shift2d(arg(node.args[0]), *node.args[1:])
+        elif k == "add":
+            v = arg(node.args[0]) + arg(node.args[1])
+        else:  # cat
+            v = torch.cat([arg(a) for a in node.args[0]], dim=cat_dim(node))
+        if node.name not in plan.fused and node.name not in floats \
+                and k not in ("move", "shift"):
+            v = fake_quant(v, plan.acts[node.name])
+        env[node.name] = v
+    raise QuantError("graph has no output")
+
+
+def apply_act(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """An activation module applied functionally (no dtype change of the module)."""
+    if isinstance(mod, nn.PReLU):
+        weight = mod.weight if x.dtype == mod.weight.dtype else mod.weight.detach().to(x.dtype)
+        return torch.nn.functional.prelu(x, weight)
+    if isinstance(mod, nn.ReLU):
+        return torch.relu(x)
+    return torch.clamp(x, mod.min_val, mod.max_val)
+
+
+def cat_dim(node: fx.Node) -> int:
+    """The concat axis of a ``torch.cat`` node."""
+    return node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+
+
+def _sim_conv(gm: fx.GraphModule, node: fx.Node, x: torch.Tensor,
+              plan: QuantPlan) -> torch.Tensor:
+    conv = module_of(gm, node)
+    w = conv.weight.detach().double()
+    b = conv.bias.detach().double() if conv.bias is not None else None
+    if node.name not in plan.float_layers:
+        wq, ws = plan.weights[node.name]
+        q_in = plan.acts[node.args[0].name]
+        s_in = q_in.scale
+        x = fake_quant(x, q_in)  # a float input is quantized at the int8 conv (idempotent)
+        w = torch.from_numpy(wq.astype(np.float64) * ws[:, None, None, None])
+        bq = bias_q(conv, s_in, ws)
+        if bq is not None:
+            b = torch.from_numpy(bq.astype(np.float64) * s_in * ws)
+    return torch.nn.functional.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation,
+                                      conv.groups)
