@@ -50,8 +50,9 @@ def upscale_tiled(
         progress: Optional wrapper for the tile iterator (e.g. ``tqdm``).
 
     Returns:
-        C'x(sH)x(sW) float32. Images smaller than the tile are zero-padded, which only
-        matches a whole-image run exactly away from the padded edge.
+        C'x(sH)x(sW) float32. Equal to a whole-image run when the image is at least the
+        tile size; a smaller image is edge-extended to the tile, which changes only its
+        outer receptive-radius band slightly.
     """
     c, h, w = image.shape
     th, tw = tile
@@ -61,9 +62,12 @@ def upscale_tiled(
     jobs = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
     for i, j in progress(jobs) if progress else jobs:
         y0, x0 = ys[i], xs[j]
-        patch = np.zeros((1, c, th, tw), np.float32)
         crop = image[:, y0 : y0 + th, x0 : x0 + tw]
-        patch[0, :, : crop.shape[1], : crop.shape[2]] = crop
+        # An image smaller than the tile is extended by replicating its edge: a zero
+        # border would darken the outer band (zero input is not zero padding at every
+        # layer once biases act), a replicated one is a plausible continuation.
+        fill = ((0, 0), (0, th - crop.shape[1]), (0, tw - crop.shape[2]))
+        patch = np.pad(crop, fill, mode="edge")[None].astype(np.float32, copy=False)
         res = run(patch)[0]
         (a, b), (p, q) = oy[i], ox[j]
         out[:, a * scale : b * scale, p * scale : q * scale] = res[

@@ -1,0 +1,1 @@
+"""Peer runtimes measured beside our TVM builds (optional: ``pip install -e .[bench]``)."""

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""int8 figures: float32 vs our TVM int8 (mixed and full) vs ONNX Runtime static QDQ.
+
+python scripts/int8_report.py [--models ...] [--datasets set5 set14] [--out reports/int8]
+
+Every number is measured in this run on this machine (host x86): PyTorch fp32 and ORT run
+whole images; our int8 runs the compiled host TVM module over tiles (exact by construction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge_sr.baselines.onnxrt import export_onnx, quantize_onnx, session  # noqa: E402
+from edge_sr.data import TrainPatches, to_model_input  # noqa: E402
+from edge_sr.evaluate import load_pairs, output_to_image, score_images  # noqa: E402
+from edge_sr.models import MODELS, load_model  # noqa: E402
+from edge_sr.pipeline import BuildConfig, build  # noqa: E402
+from edge_sr.quant import QuantConfig  # noqa: E402
+from runtime.artifact import read_manifest  # noqa: E402
+from runtime.engine import load_local  # noqa: E402
+
+DEFAULT_MODELS = ["fsrcnn_x2", "ecbsr_m4c16_x2", "xlsr_x3", "ghostsr_x2", "srresnet_b16_x4"]
+
+
+def score(run, name: str, dataset: str) -> dict:
+    spec = MODELS[name]
+    pairs = load_pairs(dataset, spec.scale, spec.colour)
+    outs = [output_to_image(run(to_model_input(p.lr, spec.colour)), spec.colour) for p in pairs]
+    return score_images(pairs, outs, spec.scale)["mean"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
+    ap.add_argument("--datasets", nargs="+", default=["set5", "set14"])
+    ap.add_argument("--size", default="96x96", help="int8 module tile size")
+    ap.add_argument("--out", default="reports/int8")
+    args = ap.parse_args()
+    size = tuple(int(v) for v in args.size.split("x"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.models:
+        spec = MODELS[name]
+        model = load_model(name)
+        row = {"model": name, "scale": spec.scale}
+        for ds in args.datasets:
+            row[f"float32_{ds}"] = score(lambda x: model(__import__("torch").from_numpy(x)[None])
+                                         [0].detach().numpy(), name, ds)
+        for variant, fallback in (("mixed", True), ("full", False)):
+            with tempfile.TemporaryDirectory() as tmp:
+                art = build(BuildConfig(model=name, target="host", size=size, dtype="int8",
+                                        out=tmp, fallback=fallback, enforce_guard=False))
+                m = read_manifest(art)
+                row[f"tvm_int8_{variant}_float_layers"] = m["quantization"]["float_layers"]
+                engine = load_local(art)
+                for ds in args.datasets:
+                    row[f"tvm_int8_{variant}_{ds}"] = score(engine.upscale, name, ds)
+        q = QuantConfig()
+        lr, _ = TrainPatches(list(q.datasets), spec.scale, spec.colour, q.crop * spec.scale,
+                             q.seed).batch(q.calib_images)
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = export_onnx(model, spec, Path(tmp) / "fp32.onnx")
+            int8 = quantize_onnx(fp32, Path(tmp) / "int8.onnx", lr)
+            run = session(int8)
+            for ds in args.datasets:
+                row[f"ort_int8_{ds}"] = score(lambda x, run=run: run(x[None])[0], name, ds)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    (out / "int8.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / "int8.md").write_text(format_rows(rows, args.datasets) + "\n")
+    print(format_rows(rows, args.datasets))
+    return 0
+
+
+def format_rows(rows: list[dict], datasets: list[str]) -> str:
+    head = "| model | set | float32 | TVM int8 mixed (drop) | TVM int8 full (drop) | ORT QDQ int8 (drop) | float layers (mixed) |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for ds in datasets:
+            f = r[f"float32_{ds}"]
+
+            def cell(key: str) -> str:
+                v = r[key]
+                return f"{v['psnr']:.2f} / {v['ssim']:.4f} ({f['psnr'] - v['psnr']:+.3f})"
+
+            lines.append(f"| {r['model']} | {ds} x{r['scale']} | {f['psnr']:.2f} / {f['ssim']:.4f}"
+                         f" | {cell(f'tvm_int8_mixed_{ds}')} | {cell(f'tvm_int8_full_{ds}')} | "
+                         f"{cell(f'ort_int8_{ds}')} | "
+                         f"{', '.join(r['tvm_int8_mixed_float_layers']) or 'none'} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
