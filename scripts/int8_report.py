@@ -17,6 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch  # noqa: E402
+
 from edge_sr.baselines.onnxrt import export_onnx, quantize_onnx, session  # noqa: E402
 from edge_sr.data import TrainPatches, to_model_input  # noqa: E402
 from edge_sr.evaluate import load_pairs, output_to_image, score_images  # noqa: E402
@@ -51,9 +53,12 @@ def main() -> int:
         spec = MODELS[name]
         model = load_model(name)
         row = {"model": name, "scale": spec.scale}
+        def run_float(x, model=model):
+            with torch.no_grad():
+                return model(torch.from_numpy(x)[None])[0].numpy()
+
         for ds in args.datasets:
-            row[f"float32_{ds}"] = score(lambda x: model(__import__("torch").from_numpy(x)[None])
-                                         [0].detach().numpy(), name, ds)
+            row[f"float32_{ds}"] = score(run_float, name, ds)
         for variant, fallback in (("mixed", True), ("full", False)):
             with tempfile.TemporaryDirectory() as tmp:
                 art = build(BuildConfig(model=name, target="host", size=size, dtype="int8",
@@ -80,21 +85,20 @@ def main() -> int:
     return 0
 
 
+def _cell(value: dict, ref: dict) -> str:
+    return f"{value['psnr']:.2f} / {value['ssim']:.4f} ({ref['psnr'] - value['psnr']:+.3f})"
+
+
 def format_rows(rows: list[dict], datasets: list[str]) -> str:
-    head = "| model | set | float32 | TVM int8 mixed (drop) | TVM int8 full (drop) | ORT QDQ int8 (drop) | float layers (mixed) |"
-    lines = [head, "|---|---|---|---|---|---|---|"]
+    lines = ["| model | set | float32 | TVM int8 mixed (drop) | TVM int8 full (drop) | "
+             "ORT QDQ int8 (drop) | float layers (mixed) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         for ds in datasets:
             f = r[f"float32_{ds}"]
-
-            def cell(key: str) -> str:
-                v = r[key]
-                return f"{v['psnr']:.2f} / {v['ssim']:.4f} ({f['psnr'] - v['psnr']:+.3f})"
-
             lines.append(f"| {r['model']} | {ds} x{r['scale']} | {f['psnr']:.2f} / {f['ssim']:.4f}"
-                         f" | {cell(f'tvm_int8_mixed_{ds}')} | {cell(f'tvm_int8_full_{ds}')} | "
-                         f"{cell(f'ort_int8_{ds}')} | "
-                         f"{', '.join(r['tvm_int8_mixed_float_layers']) or 'none'} |")
+                         f" | {_cell(r[f'tvm_int8_mixed_{ds}'], f)} | "
+                         f"{_cell(r[f'tvm_int8_full_{ds}'], f)} | {_cell(r[f'ort_int8_{ds}'], f)}"
+                         f" | {', '.join(r['tvm_int8_mixed_float_layers']) or 'none'} |")
     return "\n".join(lines)
 
 
