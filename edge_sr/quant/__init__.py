@@ -16,6 +16,7 @@ from torch import nn
 from ..data import TrainPatches
 from ..models import ModelSpec
 from ..pipeline.torch_passes import subpixel_deconv
+from .equalize import equalize
 from .lower import lower_to_relax
 from .plan import QuantError, QuantPlan, calibrate, kind, make_plan, simulate, trace
 
@@ -36,6 +37,7 @@ class QuantConfig:
         seed: Crop sampling seed.
         fallback: Keep sensitive layers float (mixed precision); False quantizes every
             layer (full int8, as NPUs require) and leaves the verdict to the guard.
+        equalize: Cross-layer equalization before choosing scales (exact in float).
     """
 
     observer: str = "mse"
@@ -45,6 +47,7 @@ class QuantConfig:
     datasets: tuple[str, ...] = ("t91", "bsd200")
     seed: int = 1234
     fallback: bool = True
+    equalize: bool = True
 
 
 def _psnr(out: torch.Tensor, hr: torch.Tensor) -> float:
@@ -80,6 +83,9 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
     batches = [torch.from_numpy(lr[i : i + 16]) for i in range(0, len(lr), 16)]
     hr_t = torch.from_numpy(hr)
     stats = calibrate(gm, batches)
+    equalized = equalize(gm, stats) if cfg.equalize else 0
+    if equalized:
+        stats = calibrate(gm, batches)  # ranges moved: measure again
     plan = make_plan(gm, stats, cfg.observer)
     lr_t = torch.from_numpy(lr)
     with torch.no_grad():
@@ -112,6 +118,7 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
                         "psnr_int8": psnr_int8})
     report = {
         "observer": cfg.observer, "calibration_crops": int(len(lr)), "crop": cfg.crop,
+        "equalized_pairs": equalized,
         "calibration_psnr_float32": psnr_float, "calibration_psnr_int8": psnr_int8,
         "layers": len(conv_layers(gm)),
         "float_layers": sorted(layer_path(gm, n) for n in plan.float_layers),

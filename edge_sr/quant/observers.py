@@ -18,8 +18,13 @@ class Reservoir:
         self.rng = np.random.default_rng(seed)
         self.values = np.empty(0, np.float32)
         self.min, self.max = np.inf, -np.inf
+        self.channel_max: np.ndarray | None = None  # max |x| per channel (axis 1)
 
     def add(self, x: np.ndarray) -> None:
+        if x.ndim == 4:
+            cmax = np.abs(x).max(axis=(0, 2, 3))
+            self.channel_max = cmax if self.channel_max is None else np.maximum(
+                self.channel_max, cmax)
         flat = x.reshape(-1).astype(np.float32)
         self.min, self.max = min(self.min, float(flat.min())), max(self.max, float(flat.max()))
         if flat.size > RESERVOIR // 8:

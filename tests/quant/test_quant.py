@@ -160,3 +160,28 @@ def test_int8_on_the_device_equals_host_int8(tmp_path):
     report = bench_device(BenchConfig(str(art), limit=1, repeat=2, out=str(tmp_path / "r")))
     assert report["summary"]["max_abs_diff_vs_host_tvm"] == 0.0
     assert report["summary"]["psnr_hr"] > report["summary"]["psnr_bicubic"]
+
+
+@pytest.mark.parametrize("name", ["fsrcnn_x2", "srresnet_b2_x4"])
+def test_equalization_is_exact_in_float_and_evens_out_channels(name):
+    from edge_sr.quant.equalize import equalizable_pairs, equalize
+
+    torch.manual_seed(0)
+    spec = MODELS[name]
+    model = subpixel_deconv(spec.deploy(spec.factory().eval())).double()
+    with torch.no_grad():  # give channels very different ranges
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.mul_(torch.logspace(-1, 1, m.out_channels, dtype=torch.float64)
+                              .view(-1, 1, 1, 1))
+    gm = trace(model)
+    xs = [torch.rand(2, spec.channels, 16, 16, dtype=torch.float64)]
+    stats = calibrate(gm, xs)
+    before = gm(xs[0]).detach()
+    pair = equalizable_pairs(gm)[0]
+    spread_before = stats[pair[1].name].channel_max
+    assert equalize(gm, stats) > 0
+    assert torch.allclose(gm(xs[0]).detach(), before, atol=1e-9 * float(before.abs().max()))
+    spread_after = calibrate(gm, xs)[pair[1].name].channel_max
+    ratio = lambda a: a.max() / a[a > 0].min()  # noqa: E731
+    assert ratio(spread_after) < ratio(spread_before)
