@@ -222,3 +222,6 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"edge-sr {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `edge-sr targets | head`: the reader left, not an error
+        sys.stderr.close()
+        return 0
