@@ -80,9 +80,11 @@ def test_missing_cross_compiler_names_the_package(tmp_path, random_weights, monk
         build(_cfg(tmp_path, random_weights("fsrcnn_tiny_x2"), target="rpi4"))
 
 
-def test_int8_is_refused_clearly(tmp_path, random_weights):
-    with pytest.raises(BuildError, match="int8"):
-        build(_cfg(tmp_path, random_weights("fsrcnn_tiny_x2"), dtype="int8"))
+@pytest.mark.parametrize("kw,needle", [({"dtype": "int4"}, "unknown dtype int4"),
+                                       ({"dtype": "int8", "dynamic": True}, "static --size")])
+def test_unsupported_dtype_combinations_are_refused(tmp_path, random_weights, kw, needle):
+    with pytest.raises(BuildError, match=needle):
+        build(_cfg(tmp_path, random_weights("fsrcnn_tiny_x2"), **kw))
 
 
 def test_tile_too_small_for_receptive_field(tmp_path, random_weights):
