@@ -12,7 +12,8 @@ run --model fsrcnn_x2 --iters 10000 --val-every 1000
 run --model ecbsr_m4c16_x2 --iters 6000 --val-every 600
 run --model ghostsr_x2 --iters 3000 --val-every 500
 run --model srresnet_b4_x4 --iters 1500 --val-every 250
-run --model srresnet_b16_x4 --iters 2500 --val-every 250
+# (resumed once: 500 steps of a 2500-step schedule, then 1500 in total)
+run --model srresnet_b16_x4 --iters 1500 --val-every 250
 for m in fsrcnn_tiny_x2 xlsr_x3 fsrcnn_s_x2 fsrcnn_x2 ecbsr_m4c16_x2 ghostsr_x2 srresnet_b4_x4 srresnet_b16_x4; do
   cp "runs/$m/log.csv" "edge_sr/weights/$m.csv"
 done
