@@ -88,12 +88,17 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
         stats = calibrate(gm, batches)  # ranges moved: measure again
     plan = make_plan(gm, stats, cfg.observer)
     lr_t = torch.from_numpy(lr)
-    with torch.no_grad():
-        psnr_float = _psnr(gm(lr_t).double(), hr_t)
+
+    def chunked(fn) -> torch.Tensor:
+        # float64 convs fall back to im2col: a batch of 64 crops through a 9x9 conv would
+        # need ~100 GB, two at a time need ~3 GB.
+        with torch.no_grad():
+            return torch.cat([fn(lr_t[i : i + 2]).double() for i in range(0, len(lr_t), 2)])
+
+    psnr_float = _psnr(chunked(gm), hr_t)
 
     def psnr_of(p: QuantPlan) -> float:
-        with torch.no_grad():
-            return _psnr(simulate(gm, p, lr_t), hr_t)
+        return _psnr(chunked(lambda x: simulate(gm, p, x)), hr_t)
 
     psnr_int8 = psnr_of(plan)
     sensitivity: dict[str, float] = {}
