@@ -14,6 +14,7 @@ Scheme (what the Relax lowering implements, and what ``simulate`` reproduces):
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -212,6 +213,45 @@ def bias_q(conv: nn.Conv2d, s_in: float, w_scale: np.ndarray) -> np.ndarray | No
     return np.round(b / (s_in * w_scale)).astype(np.int32)
 
 
+def interpret(gm: fx.GraphModule, plan: QuantPlan, x: torch.Tensor,
+              conv_fn: Callable[[fx.Node, nn.Conv2d, torch.Tensor], torch.Tensor],
+              quant_fn: Callable[[torch.Tensor, ActQ], torch.Tensor]) -> torch.Tensor:
+    """Walk the graph, quantizing each tensor where the int8 module quantizes it.
+
+    ``conv_fn(node, conv, x)`` computes a convolution, ``quant_fn(v, q)`` fake-quantizes
+    a tensor: the simulation and QAT differ only in these two.
+    """
+    env: dict[str, torch.Tensor] = {}
+    floats = float_tensors(gm, plan)
+
+    def arg(a):
+        return env[a.name] if isinstance(a, fx.Node) else a
+
+    for node in gm.graph.nodes:
+        k = kind(gm, node)
+        if k == "output":
+            return arg(node.args[0])
+        if k == "input":
+            v = x
+        elif k == "conv":
+            v = conv_fn(node, module_of(gm, node), arg(node.args[0]))
+        elif k == "act":
+            v = apply_act(module_of(gm, node), arg(node.args[0]))
+        elif k == "move":
+            v = module_of(gm, node)(arg(node.args[0]))
+        elif k == "shift":
+            v = shift2d(arg(node.args[0]), *node.args[1:])
+        elif k == "add":
+            v = arg(node.args[0]) + arg(node.args[1])
+        else:  # cat
+            v = torch.cat([arg(a) for a in node.args[0]], dim=cat_dim(node))
+        if node.name not in plan.fused and node.name not in floats \
+                and k not in ("move", "shift"):
+            v = quant_fn(v, plan.acts[node.name])
+        env[node.name] = v
+    raise QuantError("graph has no output")
+
+
 def simulate(gm: fx.GraphModule, plan: QuantPlan, x: torch.Tensor) -> torch.Tensor:
     """Run the model as the int8 module computes it (in float64).
 
@@ -226,35 +266,11 @@ def simulate(gm: fx.GraphModule, plan: QuantPlan, x: torch.Tensor) -> torch.Tens
     Returns:
         The output, float64.
     """
-    env: dict[str, torch.Tensor] = {}
-    floats = float_tensors(gm, plan)
 
-    def arg(a):
-        return env[a.name] if isinstance(a, fx.Node) else a
+    def conv_fn(node: fx.Node, conv: nn.Conv2d, v: torch.Tensor) -> torch.Tensor:
+        return _sim_conv(node, conv, v, plan)
 
-    for node in gm.graph.nodes:
-        k = kind(gm, node)
-        if k == "output":
-            return arg(node.args[0])
-        if k == "input":
-            v = x.double()
-        elif k == "conv":
-            v = _sim_conv(gm, node, arg(node.args[0]), plan)
-        elif k == "act":
-            v = apply_act(module_of(gm, node), arg(node.args[0]))
-        elif k == "move":
-            v = module_of(gm, node)(arg(node.args[0]))
-        elif k == "shift":
-            v = shift2d(arg(node.args[0]), *node.args[1:])
-        elif k == "add":
-            v = arg(node.args[0]) + arg(node.args[1])
-        else:  # cat
-            v = torch.cat([arg(a) for a in node.args[0]], dim=cat_dim(node))
-        if node.name not in plan.fused and node.name not in floats \
-                and k not in ("move", "shift"):
-            v = fake_quant(v, plan.acts[node.name])
-        env[node.name] = v
-    raise QuantError("graph has no output")
+    return interpret(gm, plan, x.double(), conv_fn, fake_quant)
 
 
 def apply_act(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -272,9 +288,8 @@ def cat_dim(node: fx.Node) -> int:
     return node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
 
 
-def _sim_conv(gm: fx.GraphModule, node: fx.Node, x: torch.Tensor,
+def _sim_conv(node: fx.Node, conv: nn.Conv2d, x: torch.Tensor,
               plan: QuantPlan) -> torch.Tensor:
-    conv = module_of(gm, node)
     w = conv.weight.detach().double()
     b = conv.bias.detach().double() if conv.bias is not None else None
     if node.name not in plan.float_layers:

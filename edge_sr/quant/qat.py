@@ -11,8 +11,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ..models.ghostsr import shift2d
-from .plan import QMAX, QMIN, ActQ, QuantPlan, apply_act, cat_dim, float_tensors, kind, module_of
+from .plan import ActQ, QuantPlan, fake_quant, interpret
 
 
 def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -21,8 +20,7 @@ def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 def fq_act(x: torch.Tensor, q: ActQ) -> torch.Tensor:
     """Fake-quantize an activation with a straight-through gradient."""
-    return _ste(x, torch.clamp(torch.floor(x / q.scale + 0.5), QMIN[q.dtype], QMAX[q.dtype])
-                * q.scale)
+    return _ste(x, fake_quant(x, q))
 
 
 def fq_weight(w: torch.Tensor) -> torch.Tensor:
@@ -38,38 +36,13 @@ class FakeQuant(nn.Module):
     def __init__(self, gm: fx.GraphModule, plan: QuantPlan):
         super().__init__()
         self.gm, self.plan = gm, plan
-        self.floats = float_tensors(gm, plan)
+
+    def _conv(self, node: fx.Node, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        w = conv.weight
+        if node.name not in self.plan.float_layers:
+            w, x = fq_weight(w), fq_act(x, self.plan.acts[node.args[0].name])
+        return nn.functional.conv2d(x, w, conv.bias, conv.stride, conv.padding,
+                                    conv.dilation, conv.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        env: dict[str, torch.Tensor] = {}
-        gm, plan = self.gm, self.plan
-        for node in gm.graph.nodes:
-            k = kind(gm, node)
-            arg = env.get(node.args[0].name) if node.args and isinstance(
-                node.args[0], fx.Node) else None
-            if k == "output":
-                return arg
-            if k == "input":
-                v = x
-            elif k == "conv":
-                conv = module_of(gm, node)
-                w = conv.weight
-                if node.name not in plan.float_layers:
-                    w, arg = fq_weight(w), fq_act(arg, plan.acts[node.args[0].name])
-                v = nn.functional.conv2d(arg, w, conv.bias, conv.stride, conv.padding,
-                                         conv.dilation, conv.groups)
-            elif k == "act":
-                v = apply_act(module_of(gm, node), arg)
-            elif k == "move":
-                v = module_of(gm, node)(arg)
-            elif k == "shift":
-                v = shift2d(arg, *node.args[1:])
-            elif k == "add":
-                v = env[node.args[0].name] + env[node.args[1].name]
-            else:
-                v = torch.cat([env[a.name] for a in node.args[0]], dim=cat_dim(node))
-            if node.name not in plan.fused and node.name not in self.floats \
-                    and k not in ("move", "shift"):
-                v = fq_act(v, plan.acts[node.name])
-            env[node.name] = v
-        raise ValueError("graph has no output")
+        return interpret(self.gm, self.plan, x, self._conv, fq_act)
