@@ -149,14 +149,74 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 @command
 def cmd_bench_device(args: argparse.Namespace) -> int:
-    from .harness import BenchConfig, bench_device, format_report
+    from .harness import BenchConfig, Resilience, bench_device, format_report
+    from .harness.remote import parse_device
 
+    restart = None
+    if args.serial:
+        from .device import RpcConfig, rpc_restarter
+
+        port = parse_device(args.device)[1] if args.device else 9090
+        restart = rpc_restarter(console_config(args), RpcConfig(port=port))
     report = bench_device(BenchConfig(
         artifact=args.artifact, device=args.device, tracker=args.tracker, key=args.key,
         dataset=args.dataset, limit=args.limit, repeat=args.repeat, number=args.number,
-        timeout=args.timeout, out=args.out))
+        timeout=args.timeout, out=args.out, restart=restart,
+        resilience=Resilience(call_timeout=args.call_timeout, retries=args.retries)))
     print(json.dumps(report) if args.json else format_report(report))
+    if not report["complete"]:
+        gaps = report["not_measured"]
+        why = gaps[0]["reason"] if gaps else "latency not measured"
+        print(f"edge-sr bench-device: error: {len(gaps)} image(s) not measured ({why}); "
+              f"partial report in {report['report_dir']}", file=sys.stderr)
+        return 1
     return 0
+
+
+def console_config(args: argparse.Namespace):
+    """The serial console settings of a command (password only from a file or the env)."""
+    from pathlib import Path
+
+    from .device import ConsoleConfig
+
+    password = Path(args.password_file).read_text().strip() if args.password_file else None
+    return ConsoleConfig(args.serial, baudrate=args.baud, user=args.user, password=password,
+                         timeout=args.serial_timeout)
+
+
+@command
+def cmd_device(args: argparse.Namespace) -> int:
+    from .device import RpcConfig, SerialConsole, board_info, start_rpc, stop_rpc
+
+    with SerialConsole(console_config(args)) as con:
+        if args.action == "info":
+            info = board_info(con)
+            if args.json:
+                print(json.dumps(info))
+            else:
+                for key, value in info.items():
+                    print(f"{key:<14} {value if value is not None else '-'}")
+        elif args.action == "start-rpc":
+            res = start_rpc(con, RpcConfig(port=args.port, host=args.bind,
+                                           tracker=args.tracker, key=args.key))
+            state = "already running" if res["already_running"] else "started"
+            print(f"RPC server {state} on the board, port {res['port']} (pid {res['pid']}, "
+                  f"log {res['log']})")
+        else:
+            stopped = stop_rpc(con, args.port)
+            print("RPC server stopped" if stopped else "no RPC server of ours was running")
+    return 0
+
+
+def add_console_args(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--serial", required=required,
+                   help="console: /dev/ttyUSB0, a PTY path, socket://HOST:PORT (pyserial URL)")
+    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--user", help="login name (default $EDGE_SR_SERIAL_USER)")
+    p.add_argument("--password-file",
+                   help="file holding the password (default $EDGE_SR_SERIAL_PASSWORD)")
+    p.add_argument("--serial-timeout", type=float, default=30.0,
+                   help="seconds to wait for a prompt or a command")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +269,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600, help="RPC session timeout (s)")
     p.add_argument("--out", help="report folder (default reports/ARTIFACT)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--call-timeout", type=float, default=300,
+                   help="seconds one remote call may take before the device counts as hung")
+    p.add_argument("--retries", type=int, default=3, help="reconnection attempts after a fault")
+    add_console_args(p, required=False)
+
+    p = sub.add_parser("device", help="the board over its serial console (info, RPC server)")
+    p.add_argument("action", choices=["info", "start-rpc", "stop-rpc"])
+    add_console_args(p, required=True)
+    p.add_argument("--port", type=int, default=9090, help="RPC server port on the board")
+    p.add_argument("--bind", default="127.0.0.1",
+                   help="address the RPC server binds (non-loopback adds --allow-remote)")
+    p.add_argument("--tracker", help="register the server with this tracker HOST:PORT")
+    p.add_argument("--key", default="", help="tracker key")
+    p.add_argument("--json", action="store_true")
     return parser
 
 

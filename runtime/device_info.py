@@ -9,7 +9,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+import subprocess
 from pathlib import Path
+
+# Bits of the Raspberry Pi firmware's `vcgencmd get_throttled` (0-3 now, 16-19 since boot).
+THROTTLE_BITS = ("under_voltage", "arm_freq_capped", "throttled", "soft_temp_limit")
 
 
 def _read(path: str) -> str | None:
@@ -36,8 +41,41 @@ def _mem_total_mb() -> int | None:
 
 
 def _temperature_c() -> float | None:
-    raw = _read("/sys/class/thermal/thermal_zone0/temp")
-    return int(raw) / 1000.0 if raw and raw.lstrip("-").isdigit() else None
+    """The hottest thermal zone (a Pi has one; boards with several throttle on the max)."""
+    temps = []
+    for zone in Path("/sys/class/thermal").glob("thermal_zone*/temp"):
+        raw = _read(str(zone))
+        if raw and raw.lstrip("-").isdigit():
+            temps.append(int(raw) / 1000.0)
+    return max(temps) if temps else None
+
+
+def parse_throttled(text: str | None) -> dict | None:
+    """``throttled=0x50005`` -> ``{"raw", "now": [...], "since_boot": [...]}`` (None if absent)."""
+    if not text or "=" not in text:
+        return None
+    try:
+        value = int(text.strip().split("=", 1)[1], 16)
+    except ValueError:
+        return None
+    return {"raw": hex(value),
+            "now": [n for i, n in enumerate(THROTTLE_BITS) if value >> i & 1],
+            "since_boot": [n for i, n in enumerate(THROTTLE_BITS) if value >> (16 + i) & 1]}
+
+
+def _throttled() -> dict | None:
+    if not shutil.which("vcgencmd"):
+        return None
+    try:
+        out = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True,
+                             timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_throttled(out)
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
 
 
 def device_info() -> dict:
@@ -56,7 +94,8 @@ def device_info() -> dict:
         "cores": os.cpu_count(),
         "mem_total_mb": _mem_total_mb(),
         "temperature_c": _temperature_c(),
-        "cpu_freq_khz": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"),
+        "cpu_freq_khz": _int(_read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")),
+        "throttled": _throttled(),
         "python": platform.python_version(),
         "tvm": tvm_version,
     }

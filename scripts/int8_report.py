@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from edge_sr.baselines.onnxrt import export_onnx, quantize_onnx, session  # noqa: E402
-from edge_sr.data import TrainPatches, to_model_input  # noqa: E402
+from edge_sr.data import to_model_input  # noqa: E402
 from edge_sr.evaluate import load_pairs, output_to_image, score_images  # noqa: E402
 from edge_sr.models import MODELS, load_model  # noqa: E402
 from edge_sr.pipeline import BuildConfig, build  # noqa: E402
-from edge_sr.quant import QuantConfig, quantize  # noqa: E402
+from edge_sr.quant import QuantConfig, calibration_crops, quantize  # noqa: E402
 from edge_sr.quant.plan import simulate  # noqa: E402
 from runtime.artifact import read_manifest  # noqa: E402
 
@@ -80,8 +80,8 @@ def main() -> int:
                                         out=tmp, enforce_guard=False))
                 row["module_set5"] = read_manifest(art)["quality"]
         q = QuantConfig()
-        lr, _ = TrainPatches(list(q.datasets), spec.scale, spec.colour, q.crop * spec.scale,
-                             q.seed).batch(q.calib_images)
+        lr, _ = calibration_crops(tuple(q.datasets), spec.scale, spec.colour, q.crop,
+                                  q.calib_images, q.seed)  # the crops our quantizer saw
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = export_onnx(model, spec, Path(tmp) / "fp32.onnx")
             int8 = quantize_onnx(fp32, Path(tmp) / "int8.onnx", lr)

@@ -10,7 +10,15 @@ if [ "$(bash scripts/emulated-pi status | python3 -c 'import json,sys; print(jso
   bash scripts/emulated-pi start
   started=1
 fi
-cleanup() { [ "$started" = 1 ] && bash scripts/emulated-pi stop || true; }
+serial_started=0
+if [ "$(bash scripts/emulated-pi serial-status | python3 -c 'import json,sys; print(json.load(sys.stdin)["running"])')" != True ]; then
+  bash scripts/emulated-pi serial-start
+  serial_started=1
+fi
+cleanup() {
+  [ "$serial_started" = 1 ] && bash scripts/emulated-pi serial-stop || true
+  [ "$started" = 1 ] && bash scripts/emulated-pi stop || true
+}
 trap cleanup EXIT
 ruff check .
 python3 -m pytest -q -rs "$@"

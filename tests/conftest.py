@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -22,13 +23,22 @@ def device_answers() -> bool:
         return False
 
 
+def serial_console() -> bool:
+    """True when the emulated Pi's serial console PTY exists."""
+    cache = Path(os.environ.get("EDGE_SR_CACHE", Path.home() / ".cache/edge-sr"))
+    return (cache / "emulated-pi" / "ttyPI0").exists()
+
+
 def pytest_collection_modifyitems(config, items):
-    if device_answers():
-        return
-    skip = pytest.mark.skip(reason="no device on 127.0.0.1:9090 (run scripts/emulated-pi start)")
+    skips = {}
+    if not device_answers():
+        skips["device"] = "no device on 127.0.0.1:9090 (run scripts/emulated-pi start)"
+    if not serial_console():
+        skips["serial"] = "no serial console (run scripts/emulated-pi serial-start)"
     for item in items:
-        if "device" in item.keywords:
-            item.add_marker(skip)
+        for marker, reason in skips.items():
+            if item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")

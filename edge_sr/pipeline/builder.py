@@ -198,7 +198,9 @@ def int8_guard(manifest: dict, cfg: BuildConfig, report: dict) -> dict:
         raise BuildError(f"int8 {cfg.model} loses {quality['drop']:.3f} dB on "
                          f"{ref['dataset']} (> --max-psnr-drop {cfg.max_psnr_drop}); most "
                          f"sensitive layers: {culprits}; float layers: "
-                         f"{report['float_layers'] or 'none'}")
+                         f"{report['float_layers'] or 'none'} (fallback stops at half the "
+                         f"layers); fine-tune with `edge-sr train --qat`, or accept the "
+                         f"loss with --max-psnr-drop")
     return quality
 
 

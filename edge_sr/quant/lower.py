@@ -40,6 +40,8 @@ class _Lowerer:
     def quantize(self, x: relax.Expr, q: ActQ, prescaled: bool = False) -> relax.Var:
         t = x if prescaled else self.emit(R.multiply(x, _const(1.0 / q.scale)))
         t = self.emit(R.floor(R.add(t, _const(0.5))))
+        if q.zero_point:  # added after rounding: exact, where adding before costs bits
+            t = self.emit(R.add(t, _const(float(q.zero_point))))
         t = self.emit(R.minimum(R.maximum(t, _const(QMIN[q.dtype])), _const(QMAX[q.dtype])))
         return self.emit(R.astype(t, q.dtype))
 
@@ -47,7 +49,10 @@ class _Lowerer:
         if name in self.floats:  # already float32
             return self.env[name]
         q = self.plan.acts[name]
-        return self.emit(R.multiply(R.astype(self.env[name], "float32"), _const(q.scale)))
+        t = self.emit(R.astype(self.env[name], "float32"))
+        if q.zero_point:
+            t = self.emit(R.subtract(t, _const(float(q.zero_point))))
+        return self.emit(R.multiply(t, _const(q.scale)))
 
     def activation(self, mod: nn.Module, t: relax.Expr, unit: float) -> relax.Expr:
         """Apply an activation to ``t`` expressed in units of ``unit`` (positive)."""
@@ -77,10 +82,16 @@ class _Lowerer:
             unit = 1.0
         else:
             wq, ws = self.plan.weights[node.name]
-            s_in = self.plan.acts[src].scale
-            acc = self.emit(R.nn.conv2d(self.as_quant(src), _const(wq, "int8"),
-                                        out_dtype="int32", **attrs))
+            q_in = self.plan.acts[src]
+            s_in, data = q_in.scale, self.as_quant(src)
             bq = bias_q(conv, s_in, ws)
+            if q_in.zero_point:  # pad with zp (the real 0), fold -zp * sum(w) into the bias
+                data = self.emit(R.nn.pad(data, [0, 0, 0, 0, pad[0], pad[2], pad[1], pad[3]],
+                                          pad_value=float(q_in.zero_point)))
+                attrs["padding"] = [0, 0, 0, 0]
+                corr = -q_in.zero_point * wq.astype(np.int64).reshape(len(wq), -1).sum(1)
+                bq = (corr if bq is None else bq + corr).astype(np.int32)
+            acc = self.emit(R.nn.conv2d(data, _const(wq, "int8"), out_dtype="int32", **attrs))
             if bq is not None:
                 acc = self.emit(R.add(acc, _const(bq.reshape(1, -1, 1, 1), "int32")))
             unit = 1.0 if float_out else out_q.scale  # y in real or in output units
@@ -132,7 +143,9 @@ class _Lowerer:
             return self.depth_to_space(self.env[node.args[0].name],
                                        module_of(self.gm, node).upscale_factor)
         if k == "shift":
-            return self.shift(self.env[node.args[0].name], *node.args[1:])
+            src = node.args[0].name  # shifted-in pixels are the real 0
+            zp = 0 if src in self.floats else self.plan.acts[src].zero_point
+            return self.shift(self.env[src], *node.args[1:], pad_value=float(zp))
         raise ValueError(f"cannot lower node {node.name}")
 
     def as_quant(self, name: str) -> relax.Expr:
@@ -151,10 +164,12 @@ class _Lowerer:
         src = self.plan.acts[name]
         if name in self.floats:
             return self.quantize(self.env[name], q)
-        if src.scale == q.scale and src.dtype == q.dtype:
+        if src == q:
             return self.env[name]
-        t = self.emit(R.multiply(R.astype(self.env[name], "float32"),
-                                 _const(src.scale / q.scale)))
+        t = self.emit(R.astype(self.env[name], "float32"))
+        if src.zero_point:
+            t = self.emit(R.subtract(t, _const(float(src.zero_point))))
+        t = self.emit(R.multiply(t, _const(src.scale / q.scale)))
         return self.quantize(t, q, prescaled=True)
 
     def depth_to_space(self, x: relax.Expr, s: int) -> relax.Var:
@@ -163,11 +178,11 @@ class _Lowerer:
         t = self.emit(R.permute_dims(t, (0, 1, 4, 2, 5, 3)))
         return self.emit(R.reshape(t, (n, c // (s * s), h * s, w * s)))
 
-    def shift(self, x: relax.Expr, dy: int, dx: int) -> relax.Var:
+    def shift(self, x: relax.Expr, dy: int, dx: int, pad_value: float = 0.0) -> relax.Var:
         if dy == 0 and dx == 0:
             return x
         h, w = (int(d) for d in list(x.ty.shape)[2:])
-        t = self.emit(R.nn.pad(x, [0, 0, 0, 0, 1, 1, 1, 1]))
+        t = self.emit(R.nn.pad(x, [0, 0, 0, 0, 1, 1, 1, 1], pad_value=pad_value))
         return self.emit(R.strided_slice(t, axes=[2, 3], begin=[1 - dy, 1 - dx],
                                          end=[1 - dy + h, 1 - dx + w]))
 

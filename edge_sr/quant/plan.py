@@ -2,11 +2,16 @@
 
 Scheme (what the Relax lowering implements, and what ``simulate`` reproduces):
 - weights: per-output-channel symmetric int8, ``s_w[c] = max|w_c| / 127``;
-- activations: per-tensor symmetric, uint8 for tensors that calibration saw >= 0
-  (inputs, ReLU outputs) and int8 otherwise; zero point 0, so zero padding stays exact;
-- conv: uint8/int8 x int8 -> int32 accumulation, bias in int32 at scale ``s_in * s_w``,
-  then a per-channel float epilogue ``t = acc * s_in * s_w / s_out``, the activation
-  (fused when the conv's only user is one), ``q = clip(floor(t + 0.5))``;
+- activations: per-tensor uint8. Tensors that calibration saw >= 0 (inputs, ReLU
+  outputs) have zero point 0; signed ones (PReLU outputs, residual sums) are asymmetric,
+  ``real = (q - zp) * s`` over their calibrated [lo, hi], which spends all 256 levels on
+  the range actually used (``symmetric=True`` gives int8 with zp 0 instead);
+- conv: uint8/int8 x int8 -> int32 accumulation. Zero padding must be the real 0, so an
+  input with zero point ``zp`` is padded with ``zp`` explicitly; then
+  ``sum w (q - zp) = sum w q - zp * sum w`` and the correction ``zp * sum(w_c)`` is a
+  per-channel constant folded into the int32 bias (at scale ``s_in * s_w``). A
+  per-channel float epilogue ``t = acc * s_in * s_w / s_out`` follows, then the activation
+  (fused when the conv's only user is one), ``q = clip(floor(t + 0.5) + zp_out)``;
 - add, standalone activations: dequantize, compute, requantize (elementwise);
 - concat: inputs requantized to the output scale; depth-to-space, shifts: integer moves.
 """
@@ -23,7 +28,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..models.ghostsr import shift2d
-from .observers import OBSERVERS, Reservoir
+from .observers import OBSERVERS, Reservoir, asymmetric_range
 
 QMAX = {"int8": 127, "uint8": 255}
 QMIN = {"int8": -127, "uint8": 0}
@@ -37,10 +42,21 @@ class QuantError(ValueError):
 
 @dataclass
 class ActQ:
-    """Quantization of one tensor: ``real = q * scale``."""
+    """Quantization of one tensor: ``real = (q - zero_point) * scale``."""
 
     scale: float
     dtype: str  # "uint8" or "int8"
+    zero_point: int = 0
+
+    @property
+    def lo(self) -> int:
+        """Smallest representable value in steps of ``scale`` (``QMIN - zp``)."""
+        return QMIN[self.dtype] - self.zero_point
+
+    @property
+    def hi(self) -> int:
+        """Largest representable value in steps of ``scale`` (``QMAX - zp``)."""
+        return QMAX[self.dtype] - self.zero_point
 
 
 @dataclass
@@ -172,9 +188,19 @@ def _weight_q(conv: nn.Conv2d) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
+def act_quant(res: Reservoir, observer: str, symmetric: bool) -> ActQ:
+    """The quantization of one calibrated tensor (see the module docstring)."""
+    if res.signed and not symmetric:
+        lo, hi = asymmetric_range(res, observer)
+        scale = (hi - lo) / 255.0
+        return ActQ(scale, "uint8", int(np.clip(round(-lo / scale), 0, 255)))
+    dtype = "int8" if res.signed else "uint8"
+    return ActQ(OBSERVERS[observer](res, QMAX[dtype]) / QMAX[dtype], dtype)
+
+
 def make_plan(gm: fx.GraphModule, stats: dict[str, Reservoir], observer: str = "mse",
-              float_layers: set[str] | None = None) -> QuantPlan:
-    """Choose scales for every tensor and quantize the conv weights."""
+              float_layers: set[str] | None = None, symmetric: bool = False) -> QuantPlan:
+    """Choose scales (and zero points) for every tensor and quantize the conv weights."""
     if observer not in OBSERVERS:
         raise QuantError(f"unknown observer {observer!r}; choose from {sorted(OBSERVERS)}")
     check_supported(gm)
@@ -189,10 +215,7 @@ def make_plan(gm: fx.GraphModule, stats: dict[str, Reservoir], observer: str = "
         if k == "input":  # 8-bit images in [0, 1]: the 1/255 grid quantizes them losslessly
             acts[node.name] = ActQ(1.0 / 255.0, "uint8")
             continue
-        res = stats[node.name]
-        dtype = "int8" if res.signed else "uint8"
-        clip = OBSERVERS[observer](res, QMAX[dtype])
-        acts[node.name] = ActQ(clip / QMAX[dtype], dtype)
+        acts[node.name] = act_quant(stats[node.name], observer, symmetric)
         if k == "conv":
             weights[node.name] = _weight_q(module_of(gm, node))
     tail = output_tail(gm)
@@ -202,7 +225,7 @@ def make_plan(gm: fx.GraphModule, stats: dict[str, Reservoir], observer: str = "
 
 def fake_quant(x: torch.Tensor, q: ActQ) -> torch.Tensor:
     """Quantize-dequantize with the lowering's rounding (floor(x/s + 0.5), clipped)."""
-    return torch.clamp(torch.floor(x / q.scale + 0.5), QMIN[q.dtype], QMAX[q.dtype]) * q.scale
+    return torch.clamp(torch.floor(x / q.scale + 0.5), q.lo, q.hi) * q.scale
 
 
 def bias_q(conv: nn.Conv2d, s_in: float, w_scale: np.ndarray) -> np.ndarray | None:
