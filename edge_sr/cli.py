@@ -123,10 +123,41 @@ def build_config(args: argparse.Namespace):
                        fallback=args.fallback)
 
 
+def tune_config(args: argparse.Namespace, trials: int):
+    """``TuneConfig`` from parsed build + tune arguments."""
+    from .pipeline.tune import TuneConfig
+
+    return TuneConfig(build=build_config(args), trials=trials, minutes=args.minutes,
+                      db=args.tuning_db, tracker=args.tracker, key=args.key)
+
+
+def add_tune_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tuning")
+    g.add_argument("--minutes", type=float, default=0, help="wall-clock budget (0: none)")
+    g.add_argument("--tracker", help="tracker HOST:PORT that grants the device (device targets)")
+    g.add_argument("--key", default="", help="device key at the tracker (default: the target's)")
+
+
+@command
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .pipeline.tune import tune
+
+    result = tune(tune_config(args, args.trials))
+    print(json.dumps(result) if args.json else
+          f"{result['state']}: {result['tuned']}/{result['kernels']} kernels have a tuned "
+          f"schedule in {result['database']} ({result['records']} records, "
+          f"{result['trials']} trials in {result['seconds']} s)")
+    return 0
+
+
 @command
 def cmd_build(args: argparse.Namespace) -> int:
     from .pipeline import build
 
+    if args.tune:
+        from .pipeline.tune import tune
+
+        tune(tune_config(args, args.tune))
     path = build(build_config(args))
     manifest = json.loads((path / "manifest.json").read_text())
     ref = manifest.get("reference", {})
@@ -170,6 +201,54 @@ def cmd_bench_device(args: argparse.Namespace) -> int:
         print(f"edge-sr bench-device: error: {len(gaps)} image(s) not measured ({why}); "
               f"partial report in {report['report_dir']}", file=sys.stderr)
         return 1
+    return 0
+
+
+@command
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from runtime.artifact import write_json_atomic
+
+    from .benchmark import bench_models
+    from .benchmark.report import markdown, plot_latency, plot_pareto
+    from .evaluate import EvalConfig, evaluate
+
+    results = bench_models(args.model, target=args.target, size=args.size, repeat=args.repeat,
+                           runtimes=tuple(args.runtimes))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "bench.json", results)
+    (out / "bench.md").write_text(markdown(results) + "\n")
+    plot_latency(results, out / "latency.png")
+    points = []
+    for res in results:
+        fp32 = res["runtimes"].get("tvm_tuned_fp32", {})
+        if "median_ms" in fp32:
+            psnr = evaluate(EvalConfig(res["model"], "set5"))["mean"]["psnr"]
+            points.append({"model": res["model"], "dtype": "float32", "psnr": psnr,
+                           "latency_ms": fp32["median_ms"]})
+        int8 = res["runtimes"].get("tvm_tuned_int8", {})
+        if "median_ms" in int8:
+            points.append({"model": res["model"], "dtype": "int8", "psnr": int8["set5_psnr"],
+                           "latency_ms": int8["median_ms"]})
+    if points:
+        plot_pareto(points, out / "pareto.png")
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else results))
+    else:
+        print(markdown(results))
+        print(f"written: {out}/bench.json, bench.md, latency.png" + (", pareto.png" if points
+                                                                      else ""))
+    return 0
+
+
+@command
+def cmd_profile(args: argparse.Namespace) -> int:
+    from .harness.profile import format_profile, profile_artifact
+
+    prof = profile_artifact(args.artifact, args.device, args.tracker, args.key, args.repeat)
+    print(json.dumps(prof) if args.json else format_profile(prof))
     return 0
 
 
@@ -219,6 +298,12 @@ def add_console_args(p: argparse.ArgumentParser, required: bool) -> None:
                    help="seconds to wait for a prompt or a command")
 
 
+def _runtimes() -> tuple[str, ...]:
+    from .benchmark.runtimes import RUNTIMES
+
+    return RUNTIMES
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-sr", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -255,7 +340,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     sub.add_parser("targets", help="list the device targets")
-    add_build_args(sub.add_parser("build", help="compile a model into a deployable artifact"))
+    p = sub.add_parser("build", help="compile a model into a deployable artifact")
+    add_build_args(p)
+    p.add_argument("--tune", type=int, default=0, metavar="TRIALS",
+                   help="tune this many trials into the database first")
+    add_tune_args(p)
+
+    p = sub.add_parser("tune", help="MetaSchedule tuning into the database build applies")
+    add_build_args(p)
+    p.add_argument("--trials", type=int, default=64, help="measured candidates this run")
+    p.add_argument("--json", action="store_true")
+    add_tune_args(p)
 
     p = sub.add_parser("bench-device", help="run an artifact on a device over RPC")
     p.add_argument("--artifact", required=True)
@@ -273,6 +368,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds one remote call may take before the device counts as hung")
     p.add_argument("--retries", type=int, default=3, help="reconnection attempts after a fault")
     add_console_args(p, required=False)
+
+    p = sub.add_parser("bench", help="latency of PyTorch, ONNX Runtime and TVM side by side")
+    p.add_argument("--model", nargs="+", default=["fsrcnn_x2"])
+    p.add_argument("--target", default="host")
+    p.add_argument("--size", type=parse_size, default=(360, 640), help="LR input HxW")
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--runtimes", nargs="+", default=list(_runtimes()),
+                   help="subset of: %(default)s")
+    p.add_argument("--out", default="reports/bench", help="folder for json, md and png")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("profile", help="per-kernel times of an artifact, mapped to layers")
+    p.add_argument("--artifact", required=True)
+    p.add_argument("--device", help="RPC server HOST:PORT (default: run here)")
+    p.add_argument("--tracker", help="RPC tracker HOST:PORT (use with --key)")
+    p.add_argument("--key", default="")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("device", help="the board over its serial console (info, RPC server)")
     p.add_argument("action", choices=["info", "start-rpc", "stop-rpc"])

@@ -107,3 +107,11 @@ def register() -> None:
 
     tvm.register_global_func("edge_sr.device_info", lambda: json.dumps(device_info()),
                              override=True)
+
+
+def register_all() -> None:
+    """Every global function the host calls on the device (info, per-kernel profile)."""
+    from runtime import profile
+
+    register()
+    profile.register()

@@ -45,11 +45,11 @@ def main(argv: list[str] | None = None) -> int:
               "run code on this device", file=sys.stderr)
     from tvm import rpc
 
-    from runtime.device_info import register
+    from runtime.device_info import register_all
 
     server = rpc.Server(args.host, port=args.port, port_end=args.port_end,
                         tracker_addr=args.tracker, key=args.key,
-                        server_init_callback=register)
+                        server_init_callback=register_all)
     print(f"runtime.server: listening on {args.host}:{server.port}"
           + (" (loopback only; use --host/--allow-remote to expose it)"
              if args.host in LOOPBACK else ""), flush=True)

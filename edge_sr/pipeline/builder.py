@@ -58,6 +58,8 @@ class BuildConfig:
         max_psnr_drop: int8 guard: largest allowed Set5 PSNR drop vs float32 (dB).
         fallback: Let sensitive layers stay float (False: full int8).
         enforce_guard: Fail an int8 build past ``max_psnr_drop`` (False: record only).
+        use_tuning: Apply the tuning database (False: TVM's unscheduled default kernels,
+            the benchmark's "untuned" baseline).
     """
 
     model: str = DEFAULT_MODEL
@@ -76,6 +78,7 @@ class BuildConfig:
     max_psnr_drop: float = 0.1
     fallback: bool = True
     enforce_guard: bool = True
+    use_tuning: bool = True
 
 
 def export_program(model: torch.nn.Module, spec: ModelSpec, size: tuple[int, int],
@@ -102,6 +105,13 @@ def tuning_key(model: str, target: str, size: tuple[int, int], dtype: str) -> st
     return f"{model}-{target}-{size[0]}x{size[1]}-{dtype}"
 
 
+def _scheduled(f) -> bool:
+    """A PrimFunc that carries a schedule (TVM 0.27 spells the attribute tirx.)."""
+    if not isinstance(f, PrimFunc) or f.attrs is None:
+        return False
+    return any(bool(f.attrs.get(k, False)) for k in ("tirx.is_scheduled", "tir.is_scheduled"))
+
+
 def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
                  db_path: Path | None) -> tuple[tvm.IRModule, dict]:
     """Replace kernels by their tuned schedules from a MetaSchedule JSON database.
@@ -121,14 +131,13 @@ def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
     try:
         db = ms.database.JSONDatabase(path_workload=str(files[0]),
                                       path_tuning_record=str(files[1]), allow_missing=False)
-        with target, db:
+        # opt_level 3: below it the pass is skipped without a word.
+        with target, db, tvm.transform.PassContext(opt_level=3):
             mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
     except Exception as exc:  # noqa: BLE001 - TVM raises plain errors for bad JSON
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
         raise BuildError(f"tuning database {work} is unreadable: {first}") from None
-    tuned = sum(1 for f in mod.functions.values()
-                if isinstance(f, PrimFunc) and f.attrs is not None
-                and bool(f.attrs.get("tir.is_scheduled", False)))
+    tuned = sum(1 for f in mod.functions.values() if _scheduled(f))
     state = "tuned" if tuned == len(kernels) else ("partial" if tuned else "untuned")
     return mod, {"state": state, "database": str(work), "kernels": len(kernels), "tuned": tuned}
 
@@ -208,17 +217,24 @@ def _host_spec() -> target_registry.TargetSpec:
     return target_registry.TARGETS["host"]
 
 
-def build(cfg: BuildConfig) -> Path:
-    """Build a model for a target and write its artifact folder.
+@dataclass
+class Lowered:
+    """A model imported, planned and passed through the target's pass list: what
+    ``build`` compiles and ``tune`` tunes (the same module, so tuned workloads match)."""
 
-    Returns:
-        The artifact folder ``cfg.out/MODEL-TARGET-DTYPE``.
+    spec: ModelSpec
+    tspec: target_registry.TargetSpec
+    target: tvm.target.Target
+    model: torch.nn.Module
+    radius: int
+    raw: tvm.IRModule
+    quant: tuple | None
+    passes: list[str]
+    mod: tvm.IRModule
 
-    Raises:
-        BuildError, ModelError, TargetError: one-line reasons (unknown names, missing
-        cross compiler, unreadable tuning database, unsupported dtype).
-    """
-    t0 = time.time()
+
+def lower(cfg: BuildConfig) -> Lowered:
+    """Phases load -> (quantize | export -> import) -> named passes, with one-line errors."""
     spec = get_spec(cfg.model)
     tspec = target_registry.get_target(cfg.target)
     target_registry.check_toolchain(tspec)
@@ -242,9 +258,27 @@ def build(cfg: BuildConfig) -> Path:
     names = cfg.passes or passes_for(target)
     dump = Path(cfg.dump_ir) if cfg.dump_ir else None
     mod = run_passes(raw, target, names, dump / tspec.name if dump else None)
+    return Lowered(spec, tspec, target, model, radius, raw, quant, names, mod)
+
+
+def build(cfg: BuildConfig) -> Path:
+    """Build a model for a target and write its artifact folder.
+
+    Returns:
+        The artifact folder ``cfg.out/MODEL-TARGET-DTYPE``.
+
+    Raises:
+        BuildError, ModelError, TargetError: one-line reasons (unknown names, missing
+        cross compiler, unreadable tuning database, unsupported dtype).
+    """
+    t0 = time.time()
+    low = lower(cfg)
+    spec, tspec, target, model, radius = low.spec, low.tspec, low.target, low.model, low.radius
+    raw, quant, names, mod = low.raw, low.quant, low.passes, low.mod
     key = tuning_key(cfg.model, tspec.name, cfg.size, cfg.dtype)
     db = Path(cfg.tuning_db) if cfg.tuning_db else (TUNING_DIR / key)
-    mod, tuning = apply_tuning(mod, target, db if (cfg.tuning_db or db.is_dir()) else None)
+    use_db = cfg.use_tuning and (cfg.tuning_db or db.is_dir())
+    mod, tuning = apply_tuning(mod, target, db if use_db else None)
     ex = compile_module(mod, target)
     name = f"{cfg.model}-{tspec.name}-{cfg.dtype}"
     with atomic_dir(Path(cfg.out) / name) as tmp:

@@ -1,0 +1,94 @@
+"""``edge-sr bench``: PyTorch eager, ONNX Runtime fp32/int8 and TVM untuned/tuned fp32/int8
+measured in one run on one input, with GMAC/s, the fraction of the CPU's fp32 peak and the
+ratio to ONNX Runtime; markdown, JSON and PNG plots."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..models import get_spec, load_model
+from ..pipeline.builder import BuildError
+from .peak import count_macs, cpu_peak
+from .runtimes import RUNNERS, RUNTIMES, Case
+
+__all__ = ["BenchSpec", "bench", "bench_models"]
+
+
+@dataclass
+class BenchSpec:
+    """Arguments of ``bench``.
+
+    Attributes:
+        model: Registry name.
+        target: Where it runs (``host``; device targets through ``bench-device``).
+        size: LR input (H, W); 360x640 is the Mobile AI challenge's frame.
+        repeat: Timed calls per runtime (after one warm-up).
+        runtimes: Which of ``RUNTIMES`` to run.
+        seed: Input seed (a random image: timings do not depend on content).
+    """
+
+    model: str
+    target: str = "host"
+    size: tuple[int, int] = (360, 640)
+    repeat: int = 10
+    runtimes: tuple[str, ...] = RUNTIMES
+    seed: int = 0
+    work: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def bench(cfg: BenchSpec) -> dict:
+    """Measure every runtime on the same input; one result per runtime (or its error).
+
+    Returns:
+        ``{"model", "target", "input", "gmac", "cpu", "peak_gflops", "runtimes":
+        {name: {"median_ms", "p90_ms", "min_ms", "gmacs_per_s", "peak_fraction",
+        "vs_onnxruntime_fp32", ...} | {"error"}}}``.
+    """
+    if cfg.target != "host":
+        raise BuildError(f"bench runs on the host; measure {cfg.target} with bench-device")
+    unknown = [r for r in cfg.runtimes if r not in RUNNERS]
+    if unknown:
+        raise BuildError(f"unknown runtimes {unknown}; choose from {list(RUNTIMES)}")
+    spec = get_spec(cfg.model)
+    model = load_model(cfg.model)
+    shape = (1, spec.channels, *cfg.size)
+    x = np.random.default_rng(cfg.seed).random(shape, dtype=np.float32)
+    gmac = count_macs(model, shape) / 1e9
+    peak = cpu_peak()
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(dir=cfg.work) as work:
+        case = Case(cfg.model, spec, model, x, Path(work), cfg.repeat, cfg.target)
+        for name in cfg.runtimes:
+            _log(f"{cfg.model} {name} ...")
+            try:
+                results[name] = RUNNERS[name](case)
+            except Exception as exc:  # noqa: BLE001 - one runtime failing is a result
+                msg = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+                results[name] = {"error": msg}
+            if "median_ms" in results[name]:
+                _log(f"{cfg.model} {name}: {results[name]['median_ms']:.1f} ms")
+    ref = results.get("onnxruntime_fp32", {}).get("median_ms")
+    for r in results.values():
+        if "median_ms" in r:
+            gmacs = gmac / (r["median_ms"] / 1e3)
+            r["gmacs_per_s"] = gmacs
+            r["peak_fraction"] = 2 * gmacs / peak["peak_gflops"]
+            r["vs_onnxruntime_fp32"] = ref / r["median_ms"] if ref else None
+    return {"model": cfg.model, "target": cfg.target, "scale": spec.scale,
+            "input": list(shape), "gmac": gmac, "cpu": peak,
+            "peak_gflops": peak["peak_gflops"], "runtimes": results}
+
+
+def bench_models(models: list[str], **kw) -> list[dict]:
+    """``bench`` for several models (same settings), for the tables and the Pareto plot."""
+    return [bench(BenchSpec(model=m, **kw)) for m in models]

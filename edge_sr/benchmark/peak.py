@@ -1,0 +1,87 @@
+"""The machine's fp32 peak and a model's multiply-accumulates, for GMAC/s and % of peak."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def _field(text: str, key: str) -> str | None:
+    for line in text.splitlines():
+        k, _, v = line.partition(":")
+        if k.strip() == key:
+            return v.strip()
+    return None
+
+
+def cpu_peak(cores: int | None = None, ghz: float | None = None) -> dict:
+    """fp32 peak = cores x FMA units x SIMD lanes x 2 FLOPs x clock.
+
+    x86: 2 FMA units per core (every AVX2 core since Haswell/Zen); 16 fp32 lanes with
+    AVX-512 on Intel, 8 with AVX2 (Zen 4 runs AVX-512 on 256-bit units: 8). aarch64
+    (Cortex-A72/A76): 2 NEON pipes x 4 lanes. The clock is the nominal one from
+    /proc/cpuinfo or cpufreq's max; turbo can exceed it, so fractions are approximate.
+    """
+    text = _cpuinfo()
+    cores = cores or os.cpu_count() or 1
+    flags = set((_field(text, "flags") or "").split())
+    machine = platform.machine()
+    if machine in ("aarch64", "arm64"):
+        units, lanes, isa = 2, 4, "neon"
+    elif "avx512f" in flags and "GenuineIntel" in (_field(text, "vendor_id") or ""):
+        units, lanes, isa = 2, 16, "avx512"
+    elif "avx2" in flags and "fma" in flags:
+        units, lanes, isa = 2, 8, "avx2+fma"
+    else:
+        units, lanes, isa = 1, 4, "sse"
+    if ghz is None:
+        max_khz = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+        mhz = _field(text, "cpu MHz")
+        ghz = (int(max_khz.read_text()) / 1e6 if max_khz.exists()
+               else float(mhz) / 1e3 if mhz else 1.0)
+    return {"cores": cores, "fma_units": units, "lanes": lanes, "isa": isa,
+            "ghz": round(ghz, 3), "peak_gflops": round(cores * units * lanes * 2 * ghz, 1)}
+
+
+def layer_macs(model: nn.Module, shape: tuple[int, ...]) -> list[dict]:
+    """Convolution layers in execution order: ``{"layer", "out_shape", "macs"}``.
+
+    A stride-s ConvTranspose counts Cin x Cout x k^2 per *input* pixel (its useful work),
+    not the zero-inserted dense conv TVM's default lowering would run.
+    """
+    names = {m: n for n, m in model.named_modules()}
+    layers = []
+
+    def hook(mod, inputs, output):
+        k = mod.kernel_size[0] * mod.kernel_size[1]
+        if isinstance(mod, nn.ConvTranspose2d):
+            x = inputs[0]
+            macs = x.shape[1] * mod.out_channels // mod.groups * k * x.shape[2] * x.shape[3]
+        else:
+            macs = (output.shape[1] * mod.in_channels // mod.groups * k
+                    * output.shape[2] * output.shape[3])
+        layers.append({"layer": names[mod], "out_shape": list(output.shape), "macs": int(macs)})
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    with torch.no_grad():
+        model(torch.zeros(shape))
+    for h in handles:
+        h.remove()
+    return layers
+
+
+def count_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
+    """Useful multiply-accumulates of one forward pass (see ``layer_macs``)."""
+    return sum(layer["macs"] for layer in layer_macs(model, shape))

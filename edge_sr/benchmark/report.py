@@ -1,0 +1,94 @@
+"""Markdown tables and PNG plots of ``bench`` results (matplotlib, extra ``bench``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .runtimes import RUNTIMES
+
+
+def markdown(results: list[dict]) -> str:
+    """One table per model: latency, p90, ratio to ONNX Runtime fp32, GMAC/s, % of peak."""
+    out = []
+    for res in results:
+        h, w = res["input"][2:]
+        out += [f"### {res['model']} x{res['scale']}, {h}x{w} input, {res['gmac']:.2f} GMAC, "
+                f"{res['target']} ({res['cpu']['cores']} cores, {res['cpu']['isa']}, "
+                f"peak {res['peak_gflops']:.0f} GFLOP/s fp32)", "",
+                "| runtime | median ms | p90 ms | vs ORT fp32 | GMAC/s | % of fp32 peak | note |",
+                "|---|---|---|---|---|---|---|"]
+        for name in RUNTIMES:
+            r = res["runtimes"].get(name)
+            if r is None:
+                continue
+            if "error" in r:
+                out.append(f"| {name} | - | - | - | - | - | {r['error']} |")
+                continue
+            ratio = f"{r['vs_onnxruntime_fp32']:.2f}x" if r.get("vs_onnxruntime_fp32") else "-"
+            note = []
+            if "tuning" in r:
+                note.append(f"{r['tuning']} ({r['kernels_tuned']} kernels)")
+            if "set5_drop" in r:
+                note.append(f"Set5 int8 drop {r['set5_drop']:.3f} dB")
+            out.append(f"| {name} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {ratio} | "
+                       f"{r['gmacs_per_s']:.1f} | {100 * r['peak_fraction']:.1f} | "
+                       f"{'; '.join(note)} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def plot_latency(results: list[dict], path: Path) -> Path:
+    """Bar chart: median latency per runtime, one group per model (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / len(RUNTIMES)
+    for i, name in enumerate(RUNTIMES):
+        xs, ys = [], []
+        for j, res in enumerate(results):
+            r = res["runtimes"].get(name, {})
+            if "median_ms" in r:
+                xs.append(j + i * width)
+                ys.append(r["median_ms"])
+        ax.bar(xs, ys, width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(results))],
+                  [r["model"] for r in results])
+    ax.set_yscale("log")
+    ax.set_ylabel("median latency (ms, log)")
+    h, w = results[0]["input"][2:]
+    ax.set_title(f"{h}x{w} input on {results[0]['target']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_pareto(points: list[dict], path: Path) -> Path:
+    """PSNR (Set5) vs latency, one point per (model, precision); the frontier joined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for p in points:
+        ax.scatter(p["latency_ms"], p["psnr"], marker="o" if p["dtype"] == "float32" else "s")
+        ax.annotate(f"{p['model']} {p['dtype']}", (p["latency_ms"], p["psnr"]), fontsize=7)
+    front, best = [], -1.0
+    for p in sorted(points, key=lambda p: p["latency_ms"]):
+        if p["psnr"] > best:
+            front.append(p)
+            best = p["psnr"]
+    ax.plot([p["latency_ms"] for p in front], [p["psnr"] for p in front], "k--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("TVM tuned latency (ms, log)")
+    ax.set_ylabel("Set5 PSNR (dB)")
+    ax.set_title("PSNR vs latency (Pareto frontier dashed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,127 @@
+"""The runtimes compared by ``edge-sr bench``: each one is prepared, then timed on the same
+input. A runtime that cannot run here (a missing package) is reported, not fatal."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models import ModelSpec
+
+RUNTIMES = ("torch_eager", "onnxruntime_fp32", "onnxruntime_int8", "tvm_untuned_fp32",
+            "tvm_tuned_fp32", "tvm_tuned_int8")
+
+
+@dataclass
+class Case:
+    """What every runtime gets: the model, its spec, the input and a scratch folder."""
+
+    name: str
+    spec: ModelSpec
+    model: torch.nn.Module
+    x: np.ndarray
+    work: Path
+    repeat: int
+    target: str = "host"
+
+
+def stats(ms: list[float]) -> dict:
+    """Median, p90, min (ms) of repeated calls."""
+    a = np.asarray(ms)
+    return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
+            "min_ms": float(a.min()), "runs": len(a)}
+
+
+def time_calls(fn: Callable[[], object], repeat: int, warmup: int = 1) -> dict:
+    """Wall time of ``fn()`` after warm-up calls."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - start) * 1e3)
+    return stats(out)
+
+
+def torch_eager(case: Case) -> dict:
+    x = torch.from_numpy(case.x)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    def run():
+        with torch.no_grad():
+            case.model(x)
+
+    return {**time_calls(run, case.repeat), "threads": torch.get_num_threads()}
+
+
+def _ort_model(case: Case, int8: bool) -> Path:
+    from ..baselines.onnxrt import export_onnx, quantize_onnx
+    from ..quant import QuantConfig, calibration_crops
+
+    fp32 = case.work / f"{case.name}.fp32.onnx"
+    if not fp32.exists():
+        export_onnx(case.model, case.spec, fp32)
+    if not int8:
+        return fp32
+    q = QuantConfig()
+    crops, _ = calibration_crops(tuple(q.datasets), case.spec.scale, case.spec.colour, q.crop,
+                                 q.calib_images, q.seed)  # the crops our quantizer sees
+    out = case.work / f"{case.name}.int8.onnx"
+    if not out.exists():
+        quantize_onnx(fp32, out, np.ascontiguousarray(crops))
+    return out
+
+
+def onnxruntime(case: Case, int8: bool) -> dict:
+    from ..baselines.onnxrt import session
+
+    run = session(_ort_model(case, int8))
+    return time_calls(lambda: run(case.x), case.repeat)
+
+
+def tvm_module(case: Case, dtype: str, tuned: bool) -> dict:
+    """Build for the host at the input's size and time the VM with ``time_evaluator``."""
+    import json
+
+    import tvm
+
+    from runtime.engine import load_local
+
+    from ..pipeline import BuildConfig, build
+
+    h, w = case.x.shape[2:]
+    with tempfile.TemporaryDirectory(dir=case.work) as tmp:
+        art = build(BuildConfig(model=case.name, target="host", size=(h, w), dtype=dtype,
+                                out=tmp, reference_dataset="set5" if dtype == "int8" else "",
+                                use_tuning=tuned, enforce_guard=False, fallback=False))
+        manifest = json.loads((art / "manifest.json").read_text())
+        engine = load_local(art)
+        x = tvm.runtime.tensor(case.x, engine.device)
+        engine.func(x)
+        repeat = case.repeat if tuned else min(case.repeat, 3)  # untuned calls take seconds
+        timer = engine.vm.time_evaluator("main", engine.device, number=1, repeat=repeat)
+        ms = [t * 1e3 for t in timer(x).results]
+    out = {**stats(ms), "tuning": manifest["tuning"]["state"],
+           "kernels_tuned": f"{manifest['tuning']['tuned']}/{manifest['tuning']['kernels']}"}
+    if dtype == "int8":
+        q = manifest["quality"]
+        out["set5_psnr"], out["set5_drop"] = q["psnr_int8"], q["drop"]
+        out["float_layers"] = q["float_layers"]
+    return out
+
+
+RUNNERS: dict[str, Callable[[Case], dict]] = {
+    "torch_eager": torch_eager,
+    "onnxruntime_fp32": lambda c: onnxruntime(c, int8=False),
+    "onnxruntime_int8": lambda c: onnxruntime(c, int8=True),
+    "tvm_untuned_fp32": lambda c: tvm_module(c, "float32", tuned=False),
+    "tvm_tuned_fp32": lambda c: tvm_module(c, "float32", tuned=True),
+    "tvm_tuned_int8": lambda c: tvm_module(c, "int8", tuned=True),
+}

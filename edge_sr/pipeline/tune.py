@@ -1,0 +1,191 @@
+"""``tune``: MetaSchedule tuning of a model's kernels for (target, input shape, dtype).
+
+The module tuned is exactly the one ``build`` compiles (``builder.lower``), so the
+workloads in the database match at build time. The database is TVM's JSON pair
+(``database_workload.json``, ``database_tuning_record.json``) in
+``targets/tuning/MODEL-TARGET-HxW-DTYPE/`` by default, which ``build`` applies on its own.
+
+Measurement is local for ``host``; device targets measure on the device through a TVM
+tracker (``RPCRunner``), with candidates cross-linked into shared libraries by the
+target's cross compiler (TVM's default exporter makes a .tar that needs gcc on the board).
+Tuning runs in rounds; records are committed as they are measured, so an interrupted run
+keeps them and a rerun continues from the best schedules found (the evolutionary search
+seeds from the database).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import tvm
+
+import targets as target_registry
+
+from .builder import TUNING_DIR, BuildConfig, BuildError, apply_tuning, lower, tuning_key
+
+WORKLOAD, RECORDS = "database_workload.json", "database_tuning_record.json"
+
+
+@dataclass
+class TuneConfig:
+    """Arguments of ``tune``.
+
+    Attributes:
+        build: Model, target, size, dtype and weights, as for ``build``.
+        trials: Total measured candidates this run (over all kernels).
+        minutes: Wall-clock budget (0: none); checked between rounds.
+        per_iter: Candidates per kernel per search iteration.
+        db: Database folder (default ``targets/tuning/<key>``).
+        tracker: ``HOST:PORT`` of the tracker that grants the device (device targets).
+        key: Device key at the tracker (default: the target's ``rpc_key``).
+        timeout: Seconds one candidate may take to build or run.
+        seed: Search seed.
+        population: Evolutionary search population (TVM's 512 spends minutes per round
+            in the search itself on a 2-core machine; 128 finds the same schedules in our
+            small kernels).
+    """
+
+    build: BuildConfig = field(default_factory=BuildConfig)
+    trials: int = 64
+    minutes: float = 0.0
+    per_iter: int = 16
+    db: str | None = None
+    tracker: str | None = None
+    key: str = ""
+    timeout: float = 60.0
+    seed: int = 0
+    population: int = 128
+
+
+def check_database(work: Path, target: tvm.target.Target) -> int:
+    """Validate an existing database folder; returns its record count.
+
+    Raises:
+        BuildError: unreadable JSON (with the line), or records tuned for another
+            kind of machine (a foreign database would silently tune nothing).
+    """
+    if not (work / RECORDS).exists():
+        return 0
+    arch = target.attrs.get("mtriple", "") or "host"
+    count = 0
+    for n, line in enumerate((work / RECORDS).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            rec_target = rec[1][2] if isinstance(rec[1][2], dict) else json.loads(rec[1][2])
+        except (ValueError, IndexError, TypeError, KeyError):
+            raise BuildError(f"tuning database {work / RECORDS} is corrupt at line {n} "
+                             f"(an interrupted write? delete that line)") from None
+        rec_arch = rec_target.get("mtriple", "") or "host"
+        if rec_target.get("kind") != target.kind.name or rec_arch != arch:
+            raise BuildError(f"tuning database {work} holds records for "
+                             f"{rec_target.get('kind')} {rec_arch}, not {target.kind.name} "
+                             f"{arch}: use another --db")
+        count += 1
+    return count
+
+
+def _make_builder(cross_compiler: str | None, timeout: float):
+    """An in-process MetaSchedule builder.
+
+    TVM's ``LocalBuilder`` starts fresh worker processes for every batch, and each worker
+    imports ``tvm.s_tir.tensor_intrin``, which parses ~500 TVMScript functions through
+    ``inspect.stack()``: 25-40 s per batch on this machine for kernels that compile in
+    under a second. Building here pays that import once per run. Cross targets are linked
+    into shared libraries by the target's cross compiler.
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+    from tvm.support import cc
+
+    def export(rt_mod) -> str:
+        if cross_compiler is None:
+            return default_export(rt_mod)
+        path = tempfile.mkstemp(suffix=".so", prefix="edge-sr-tune-")[1]
+        rt_mod.export_library(path, fcompile=cc.cross_compiler(cross_compiler))
+        return path
+
+    @derived_object
+    class InProcessBuilder(ms.builder.PyBuilder):
+        def build(self, build_inputs):
+            results = []
+            for item in build_inputs:
+                try:
+                    path = export(default_build(item.mod, item.target, None))
+                    results.append(ms.builder.BuilderResult(path, None))
+                except Exception as exc:  # noqa: BLE001 - a failed candidate, not a failed run
+                    results.append(ms.builder.BuilderResult(None, str(exc)[-2000:]))
+            return results
+
+    return InProcessBuilder()
+
+
+def _builder_runner(cfg: TuneConfig, tspec: target_registry.TargetSpec):
+    from tvm.s_tir import meta_schedule as ms
+
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=0,
+                                          enable_cpu_cache_flush=False)
+    builder = _make_builder(tspec.cross_compiler, cfg.timeout)
+    if not tspec.is_remote:
+        return builder, ms.runner.LocalRunner(timeout_sec=cfg.timeout,
+                                              evaluator_config=evaluator)
+    if not cfg.tracker:
+        raise BuildError(f"tuning for {tspec.name} measures on the device: give --tracker "
+                         f"HOST:PORT --key {tspec.rpc_key} (a tracker the board is registered "
+                         "with; scripts/emulated-pi start registers with EDGE_SR_TRACKER)")
+    host, _, port = cfg.tracker.rpartition(":")
+    runner = ms.runner.RPCRunner(
+        ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port),
+                            tracker_key=cfg.key or tspec.rpc_key,
+                            session_timeout_sec=int(cfg.timeout)),
+        evaluator_config=evaluator)
+    return builder, runner
+
+
+def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
+    """Tune every kernel of the model; returns what the database now covers.
+
+    Returns:
+        ``{"database", "kernels", "tuned", "state", "trials", "records", "seconds"}``;
+        ``state`` is ``tuned`` only when every kernel has a schedule in the database.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    t0 = time.time()
+    low = lower(replace(cfg.build, reference_dataset=""))
+    key = tuning_key(cfg.build.model, low.tspec.name, cfg.build.size, cfg.build.dtype)
+    work = Path(cfg.db) if cfg.db else TUNING_DIR / key
+    work.mkdir(parents=True, exist_ok=True)
+    before = check_database(work, low.target)
+    builder, runner = _builder_runner(cfg, low.tspec)
+    tasks = ms.relax_integration.extract_tasks(low.mod, low.target)
+    round_size = max(cfg.per_iter * len(tasks), cfg.per_iter)
+    log(f"tuning {key}: {len(tasks)} kernels, {cfg.trials} trials"
+        + (f" or {cfg.minutes:g} min" if cfg.minutes else "") + f", database {work} "
+        f"({before} records already)")
+    done = 0
+    while done < cfg.trials and not (cfg.minutes and time.time() - t0 > cfg.minutes * 60):
+        n = min(round_size, cfg.trials - done)
+        with tempfile.TemporaryDirectory(dir=os.environ.get("EDGE_SR_TUNE_LOGS")) as logs:
+            database = ms.database.JSONDatabase(str(work / WORKLOAD), str(work / RECORDS))
+            ms.relax_integration.tune_relax(
+                mod=low.mod, params={}, target=low.target, work_dir=logs,
+                max_trials_global=n, num_trials_per_iter=cfg.per_iter, builder=builder,
+                runner=runner, database=database, seed=cfg.seed + done,
+                strategy=ms.search_strategy.EvolutionarySearch(population_size=cfg.population))
+        done += n
+        log(f"  {done}/{cfg.trials} trials, {time.time() - t0:.0f} s")
+    state = apply_tuning(low.mod, low.target, work)[1]
+    records = check_database(work, low.target)
+    if state["state"] != "tuned":
+        log(f"  {state['kernels'] - state['tuned']} of {state['kernels']} kernels have no "
+            f"tuned schedule yet: give more trials (>= {round_size} covers every kernel once)")
+    return {**state, "trials": done, "records": records, "seconds": round(time.time() - t0, 1)}

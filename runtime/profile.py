@@ -1,0 +1,61 @@
+"""Per-kernel times of a module, measured where it runs (TVM runtime + numpy only).
+
+The Relax VM calls an instrument before and after every kernel; timing between the two
+gives each kernel's share of one forward pass. Registered on the RPC server as
+``edge_sr.profile`` so the host can profile a module on the device.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+
+def profile_module(lib_path: str, shape: list[int], repeat: int = 5) -> list[dict]:
+    """Run ``main`` on a random input ``repeat`` times (after a warm-up) and time each call.
+
+    Returns:
+        One entry per kernel call in execution order: ``{"kernel", "args", "ms"}`` (the
+        median over the repeats); ``vm.builtin.*`` bookkeeping calls are left out.
+    """
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+
+    dev = tvm.cpu()
+    vm = VirtualMachine(tvm.runtime.load_module(lib_path), dev)
+    runs: list[list[tuple[str, list, float]]] = []
+    start: dict[int, float] = {}
+
+    def instrument(func, symbol, before, ret, *args):
+        sym = str(symbol)
+        if sym.startswith("vm.builtin"):
+            return 0
+        if before:
+            start[0] = time.perf_counter()
+        else:
+            shapes = [list(a.shape) for a in args if hasattr(a, "shape")]
+            runs[-1].append((sym, shapes, (time.perf_counter() - start[0]) * 1e3))
+        return 0
+
+    vm.set_instrument(instrument)
+    x = tvm.runtime.tensor(np.random.default_rng(0).random(shape, dtype=np.float32), dev)
+    for _ in range(repeat + 1):
+        runs.append([])
+        vm["main"](x)
+    timed = runs[1:]
+    return [{"kernel": sym, "args": shapes,
+             "ms": float(np.median([r[i][2] for r in timed]))}
+            for i, (sym, shapes, _) in enumerate(timed[0])]
+
+
+def register() -> None:
+    """Register ``edge_sr.profile(file, shape_json, repeat) -> json`` (file: an upload)."""
+    import tvm
+
+    def remote(name: str, shape_json: str, repeat: int) -> str:
+        path = tvm.get_global_func("tvm.rpc.server.workpath")(name)
+        return json.dumps(profile_module(path, json.loads(shape_json), int(repeat)))
+
+    tvm.register_global_func("edge_sr.profile", remote, override=True)
