@@ -215,7 +215,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .evaluate import EvalConfig, evaluate
 
     results = bench_models(args.model, target=args.target, size=args.size, repeat=args.repeat,
-                           runtimes=tuple(args.runtimes))
+                           runtimes=tuple(args.runtimes), device=args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "bench.json", results)
@@ -376,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--runtimes", nargs="+", default=list(_runtimes()),
                    help="subset of: %(default)s")
+    p.add_argument("--device", help="RPC HOST:PORT for device targets (emulated Pi: "
+                                    "127.0.0.1:9090)")
     p.add_argument("--out", default="reports/bench", help="folder for json, md and png")
     p.add_argument("--json", action="store_true")
 

@@ -115,3 +115,4 @@ def register_all() -> None:
 
     register()
     profile.register()
+    profile.register_ort()

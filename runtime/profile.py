@@ -1,4 +1,5 @@
-"""Per-kernel times of a module, measured where it runs (TVM runtime + numpy only).
+"""Timing on the device: per-kernel times of a module (TVM runtime + numpy only), and
+ONNX Runtime's latency where onnxruntime is installed (the benchmark's peer).
 
 The Relax VM calls an instrument before and after every kernel; timing between the two
 gives each kernel's share of one forward pass. Registered on the RPC server as
@@ -59,3 +60,36 @@ def register() -> None:
         return json.dumps(profile_module(path, json.loads(shape_json), int(repeat)))
 
     tvm.register_global_func("edge_sr.profile", remote, override=True)
+
+
+def ort_bench(model_path: str, shape: list[int], repeat: int = 10) -> dict:
+    """Median/p90/min latency (ms) of an ONNX model under ONNX Runtime on this machine."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    name = sess.get_inputs()[0].name
+    sess.run(None, {name: x})
+    ms = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        sess.run(None, {name: x})
+        ms.append((time.perf_counter() - t0) * 1e3)
+    a = np.asarray(ms)
+    return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
+            "min_ms": float(a.min()), "runs": repeat, "onnxruntime": ort.__version__}
+
+
+def register_ort() -> None:
+    """Register ``edge_sr.ort_bench(file, shape_json, repeat) -> json`` (file: an upload);
+    it answers with an error object when onnxruntime is not installed on the device."""
+    import tvm
+
+    def remote(name: str, shape_json: str, repeat: int) -> str:
+        try:
+            path = tvm.get_global_func("tvm.rpc.server.workpath")(name)
+            return json.dumps(ort_bench(path, json.loads(shape_json), int(repeat)))
+        except ImportError:
+            return json.dumps({"error": "onnxruntime is not installed on the device"})
+
+    tvm.register_global_func("edge_sr.ort_bench", remote, override=True)

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-python3 -m pip install -q -e ".[dev]"
+python3 -m pip install -q -e ".[dev,bench]"
 bash scripts/emulated-pi setup
 started=0
 if [ "$(bash scripts/emulated-pi status | python3 -c 'import json,sys; print(json.load(sys.stdin)["answers"])')" != True ]; then

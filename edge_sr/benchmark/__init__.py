@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +25,13 @@ class BenchSpec:
 
     Attributes:
         model: Registry name.
-        target: Where it runs (``host``; device targets through ``bench-device``).
+        target: Where it runs: ``host``, or a device target measured over RPC.
         size: LR input (H, W); 360x640 is the Mobile AI challenge's frame.
         repeat: Timed calls per runtime (after one warm-up).
         runtimes: Which of ``RUNTIMES`` to run.
         seed: Input seed (a random image: timings do not depend on content).
+        work: Parent of the scratch folder.
+        device: RPC ``HOST:PORT`` of the device for device targets.
     """
 
     model: str
@@ -39,7 +41,7 @@ class BenchSpec:
     runtimes: tuple[str, ...] = RUNTIMES
     seed: int = 0
     work: str | None = None
-    extra: dict = field(default_factory=dict)
+    device: str | None = None
 
 
 def _log(msg: str) -> None:
@@ -54,8 +56,12 @@ def bench(cfg: BenchSpec) -> dict:
         {name: {"median_ms", "p90_ms", "min_ms", "gmacs_per_s", "peak_fraction",
         "vs_onnxruntime_fp32", ...} | {"error"}}}``.
     """
-    if cfg.target != "host":
-        raise BuildError(f"bench runs on the host; measure {cfg.target} with bench-device")
+    import targets as target_registry
+
+    tspec = target_registry.get_target(cfg.target)
+    if tspec.is_remote and not cfg.device:
+        raise BuildError(f"target {tspec.name} runs on a device: give --device HOST:PORT "
+                         "(the emulated Pi: scripts/emulated-pi start)")
     unknown = [r for r in cfg.runtimes if r not in RUNNERS]
     if unknown:
         raise BuildError(f"unknown runtimes {unknown}; choose from {list(RUNTIMES)}")
@@ -64,10 +70,11 @@ def bench(cfg: BenchSpec) -> dict:
     shape = (1, spec.channels, *cfg.size)
     x = np.random.default_rng(cfg.seed).random(shape, dtype=np.float32)
     gmac = count_macs(model, shape) / 1e9
-    peak = cpu_peak()
+    peak = cpu_peak() if not tspec.is_remote else _device_peak(cfg.device)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(dir=cfg.work) as work:
-        case = Case(cfg.model, spec, model, x, Path(work), cfg.repeat, cfg.target)
+        case = Case(cfg.model, spec, model, x, Path(work), cfg.repeat, tspec.name,
+                    cfg.device if tspec.is_remote else None)
         for name in cfg.runtimes:
             _log(f"{cfg.model} {name} ...")
             try:
@@ -87,6 +94,21 @@ def bench(cfg: BenchSpec) -> dict:
     return {"model": cfg.model, "target": cfg.target, "scale": spec.scale,
             "input": list(shape), "gmac": gmac, "cpu": peak,
             "peak_gflops": peak["peak_gflops"], "runtimes": results}
+
+
+def _device_peak(device: str) -> dict:
+    """The device's fp32 peak from its own description (cores, CPU); emulated devices
+    report the host's CPU, so their fraction of peak is not a Pi's."""
+    from ..harness.remote import connect, device_info
+
+    info = device_info(connect(device)) or {}
+    ghz = 1.8  # Cortex-A72 in a Pi 4 (no cpufreq under emulation)
+    if info.get("cpu_freq_khz"):
+        ghz = info["cpu_freq_khz"] / 1e6
+    cores = info.get("cores") or 4
+    out = {"cores": cores, "fma_units": 2, "lanes": 4, "isa": "neon", "ghz": ghz,
+           "peak_gflops": round(cores * 2 * 4 * 2 * ghz, 1), "machine": info.get("machine")}
+    return out
 
 
 def bench_models(models: list[str], **kw) -> list[dict]:

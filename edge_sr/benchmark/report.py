@@ -33,6 +33,10 @@ def markdown(results: list[dict]) -> str:
             out.append(f"| {name} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {ratio} | "
                        f"{r['gmacs_per_s']:.1f} | {100 * r['peak_fraction']:.1f} | "
                        f"{'; '.join(note)} |")
+        if res["target"] != "host":
+            out.append("Measured on the device over RPC. On the emulated Pi (QEMU user-mode) "
+                       "timings are ratios within the same emulator, not a Pi's milliseconds, "
+                       "and the peak is a Cortex-A72's nominal one.")
         out.append("")
     return "\n".join(out)
 

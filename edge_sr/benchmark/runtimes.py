@@ -29,6 +29,7 @@ class Case:
     work: Path
     repeat: int
     target: str = "host"
+    device: str | None = None  # RPC HOST:PORT when the target is another machine
 
 
 def stats(ms: list[float]) -> dict:
@@ -51,6 +52,8 @@ def time_calls(fn: Callable[[], object], repeat: int, warmup: int = 1) -> dict:
 
 
 def torch_eager(case: Case) -> dict:
+    if case.device:
+        return {"error": "not on the device: the device runtime has no torch"}
     x = torch.from_numpy(case.x)
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -82,12 +85,24 @@ def _ort_model(case: Case, int8: bool) -> Path:
 def onnxruntime(case: Case, int8: bool) -> dict:
     from ..baselines.onnxrt import session
 
-    run = session(_ort_model(case, int8))
+    path = _ort_model(case, int8)
+    if case.device:  # ONNX Runtime on the device, through our RPC server's edge_sr.ort_bench
+        import json
+
+        from ..harness.remote import connect
+
+        sess = connect(case.device)
+        sess.upload(str(path), target=path.name)
+        out = json.loads(sess.get_function("edge_sr.ort_bench")(
+            path.name, json.dumps(list(case.x.shape)), case.repeat))
+        return out
+    run = session(path)
     return time_calls(lambda: run(case.x), case.repeat)
 
 
 def tvm_module(case: Case, dtype: str, tuned: bool) -> dict:
-    """Build for the host at the input's size and time the VM with ``time_evaluator``."""
+    """Build for the target at the input's size and time the VM with ``time_evaluator``
+    (locally, or on the device over RPC)."""
     import json
 
     import tvm
@@ -98,11 +113,16 @@ def tvm_module(case: Case, dtype: str, tuned: bool) -> dict:
 
     h, w = case.x.shape[2:]
     with tempfile.TemporaryDirectory(dir=case.work) as tmp:
-        art = build(BuildConfig(model=case.name, target="host", size=(h, w), dtype=dtype,
+        art = build(BuildConfig(model=case.name, target=case.target, size=(h, w), dtype=dtype,
                                 out=tmp, reference_dataset="set5" if dtype == "int8" else "",
                                 use_tuning=tuned, enforce_guard=False, fallback=False))
         manifest = json.loads((art / "manifest.json").read_text())
-        engine = load_local(art)
+        if case.device:
+            from ..harness.remote import connect, remote_engine
+
+            engine = remote_engine(connect(case.device), art, manifest)
+        else:
+            engine = load_local(art)
         x = tvm.runtime.tensor(case.x, engine.device)
         engine.func(x)
         repeat = case.repeat if tuned else min(case.repeat, 3)  # untuned calls take seconds

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -63,6 +64,11 @@ class TuneConfig:
     population: int = 128
 
 
+def _arch(mtriple: str) -> str:
+    """CPU family of a target triple; no triple means this machine."""
+    return mtriple.split("-")[0] if mtriple else platform.machine()
+
+
 def check_database(work: Path, target: tvm.target.Target) -> int:
     """Validate an existing database folder; returns its record count.
 
@@ -72,7 +78,7 @@ def check_database(work: Path, target: tvm.target.Target) -> int:
     """
     if not (work / RECORDS).exists():
         return 0
-    arch = target.attrs.get("mtriple", "") or "host"
+    arch = _arch(str(target.attrs.get("mtriple", "") or ""))
     count = 0
     for n, line in enumerate((work / RECORDS).read_text().splitlines(), 1):
         if not line.strip():
@@ -83,7 +89,7 @@ def check_database(work: Path, target: tvm.target.Target) -> int:
         except (ValueError, IndexError, TypeError, KeyError):
             raise BuildError(f"tuning database {work / RECORDS} is corrupt at line {n} "
                              f"(an interrupted write? delete that line)") from None
-        rec_arch = rec_target.get("mtriple", "") or "host"
+        rec_arch = _arch(rec_target.get("mtriple", ""))
         if rec_target.get("kind") != target.kind.name or rec_arch != arch:
             raise BuildError(f"tuning database {work} holds records for "
                              f"{rec_target.get('kind')} {rec_arch}, not {target.kind.name} "

@@ -1,0 +1,70 @@
+"""The side-by-side benchmark: every runtime measured on one input, in the JSON layout."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from edge_sr.benchmark import BenchSpec, bench
+from edge_sr.benchmark.peak import count_macs, cpu_peak, layer_macs
+from edge_sr.benchmark.runtimes import RUNTIMES
+
+ROOT = Path(__file__).resolve().parents[2]
+ORT = pytest.importorskip("onnxruntime", reason="needs the bench extra (onnxruntime)")
+
+
+def test_macs_count_useful_work_of_convs_and_deconvs():
+    model = nn.Sequential(nn.Conv2d(1, 8, 5, padding=2), nn.ReLU(),
+                          nn.ConvTranspose2d(8, 1, 9, stride=2, padding=4, output_padding=1))
+    macs = layer_macs(model, (1, 1, 10, 12))
+    assert [m["layer"] for m in macs] == ["0", "2"]
+    assert macs[0]["macs"] == 8 * 1 * 25 * 10 * 12
+    assert macs[1]["macs"] == 8 * 1 * 81 * 10 * 12  # per input pixel, not zero-inserted
+    assert count_macs(model, (1, 1, 10, 12)) == sum(m["macs"] for m in macs)
+
+
+def test_cpu_peak_is_cores_units_lanes_clock():
+    p = cpu_peak(cores=4, ghz=2.0)
+    assert p["peak_gflops"] == pytest.approx(4 * p["fma_units"] * p["lanes"] * 2 * 2.0)
+
+
+def test_bench_json_has_every_runtime(tmp_path):
+    res = bench(BenchSpec(model="fsrcnn_tiny_x2", size=(32, 32), repeat=2, work=str(tmp_path)))
+    assert set(res) >= {"model", "target", "input", "runtimes", "peak_gflops", "gmac"}
+    assert set(res["runtimes"]) == set(RUNTIMES)
+    for name, r in res["runtimes"].items():
+        assert r["median_ms"] > 0 and r["p90_ms"] >= r["median_ms"], (name, r)
+        assert r["gmacs_per_s"] > 0 and 0 < r["peak_fraction"] < 1
+    assert res["runtimes"]["onnxruntime_fp32"]["vs_onnxruntime_fp32"] == pytest.approx(1.0)
+    assert "set5_drop" in res["runtimes"]["tvm_tuned_int8"]
+    torch.set_num_threads(torch.get_num_threads())
+
+
+def test_cli_writes_json_markdown_and_plots(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edge_sr", "bench", "--model", "fsrcnn_tiny_x2",
+                           "--size", "32x32", "--repeat", "2", "--out", str(tmp_path), "--json",
+                           "--runtimes", "onnxruntime_fp32", "tvm_tuned_fp32"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert set(out["runtimes"]) == {"onnxruntime_fp32", "tvm_tuned_fp32"}
+    for name in ("bench.json", "bench.md", "latency.png", "pareto.png"):
+        assert (tmp_path / name).stat().st_size > 100, name
+    assert (tmp_path / "latency.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.device
+def test_bench_on_the_emulated_pi(tmp_path):
+    res = bench(BenchSpec(model="fsrcnn_tiny_x2", target="qemu-aarch64", size=(32, 32),
+                          repeat=2, device="127.0.0.1:9090", work=str(tmp_path),
+                          runtimes=("torch_eager", "onnxruntime_fp32", "tvm_tuned_fp32")))
+    rt = res["runtimes"]
+    assert "no torch" in rt["torch_eager"]["error"]
+    assert rt["onnxruntime_fp32"]["median_ms"] > 0 and rt["tvm_tuned_fp32"]["median_ms"] > 0
+    assert res["cpu"]["machine"] == "aarch64"

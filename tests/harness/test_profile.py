@@ -1,0 +1,35 @@
+"""Per-kernel profile: kernels timed where they run and mapped to the model's layers."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_sr.harness.profile import format_profile, map_layers, profile_artifact
+
+
+def test_local_profile_maps_conv_kernels_to_layers(host_artifact):
+    prof = profile_artifact(host_artifact, repeat=2)
+    rows = prof["rows"]
+    convs = [r for r in rows if "conv2d" in r["kernel"]]
+    assert [r["layer"] for r in convs] == ["body.0", "body.2", "deconv"]
+    assert all(r["macs"] > 0 and r["ms"] > 0 for r in convs)
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+    assert "| **total** |" in format_profile(prof)
+
+
+def test_unpaired_kernels_keep_their_names():
+    calls = [{"kernel": "fused_conv2d_add", "args": [[1, 3, 8, 8]], "ms": 1.0},
+             {"kernel": "fused_conv2d1_add", "args": [[1, 3, 8, 8]], "ms": 2.0}]
+    rows = map_layers(calls, [{"layer": "only_one", "macs": 5, "out_shape": []}])
+    assert [r["layer"] for r in rows] == ["-", "-"]  # counts differ: no guessing
+
+
+@pytest.mark.device
+def test_profile_on_the_emulated_pi(tmp_path):
+    from edge_sr.pipeline import BuildConfig, build
+
+    art = build(BuildConfig(model="fsrcnn_tiny_x2", target="arm", size=(32, 32),
+                            out=str(tmp_path), reference_dataset=""))
+    prof = profile_artifact(art, device="127.0.0.1:9090", repeat=2)
+    assert prof["where"] == "127.0.0.1:9090"
+    assert [r["layer"] for r in prof["rows"] if r["macs"]] == ["body.0", "body.2", "deconv"]

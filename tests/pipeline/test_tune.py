@@ -1,0 +1,65 @@
+"""Tuning: every kernel gets a schedule that build applies; bad databases are refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge_sr.pipeline import BuildConfig, BuildError, build
+from edge_sr.pipeline.tune import RECORDS, TuneConfig, check_database, tune
+from runtime.engine import load_local
+
+
+def _cfg(tmp_path, **kw) -> BuildConfig:
+    return BuildConfig(model="fsrcnn_tiny_x2", target="host", size=(32, 32),
+                       out=str(tmp_path / "art"), reference_dataset="", **kw)
+
+
+@pytest.mark.slow
+def test_tune_then_build_applies_every_schedule_and_computes_the_same(tmp_path):
+    db = tmp_path / "db"
+    res = tune(TuneConfig(build=_cfg(tmp_path), trials=8, per_iter=2, db=str(db)))
+    assert res["state"] == "tuned" and res["tuned"] == res["kernels"] == 4
+    assert res["records"] >= 8
+    tuned = build(_cfg(tmp_path, tuning_db=str(db)))
+    manifest = json.loads((tuned / "manifest.json").read_text())
+    assert manifest["tuning"]["state"] == "tuned" and manifest["tuning"]["tuned"] == 4
+    plain = build(BuildConfig(**{**_cfg(tmp_path).__dict__, "out": str(tmp_path / "plain"),
+                                 "use_tuning": False}))
+    x = np.random.default_rng(0).random((1, 1, 32, 32), dtype=np.float32)
+    assert np.allclose(load_local(tuned)(x), load_local(plain)(x), atol=1e-5)
+    # resumable: a second run appends to the same database
+    again = tune(TuneConfig(build=_cfg(tmp_path), trials=8, per_iter=2, db=str(db), seed=1))
+    assert again["records"] > res["records"]
+
+
+def _target(kind="llvm", mtriple=None):
+    import tvm
+
+    d = {"kind": kind}
+    if mtriple:
+        d["mtriple"] = mtriple
+    return tvm.target.Target(d)
+
+
+def test_corrupt_database_line_is_named(tmp_path):
+    (tmp_path / RECORDS).write_text('[0, [[], [1e-5], {"kind": "llvm"}, []]]\n{"truncat')
+    with pytest.raises(BuildError, match="corrupt at line 2"):
+        check_database(tmp_path, _target())
+
+
+def test_foreign_database_is_refused(tmp_path):
+    rec = [0, [[], [1e-5], {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}, []]]
+    (tmp_path / RECORDS).write_text(json.dumps(rec) + "\n")
+    with pytest.raises(BuildError, match="records for llvm aarch64, not llvm x86_64"):
+        check_database(tmp_path, _target())
+    assert check_database(tmp_path, _target(mtriple="aarch64-linux-gnu")) == 1
+
+
+def test_device_tuning_needs_a_tracker(tmp_path):
+    cfg = BuildConfig(model="fsrcnn_tiny_x2", target="rpi4", size=(32, 32),
+                      reference_dataset="")
+    with pytest.raises(BuildError, match="--tracker HOST:PORT --key rpi4"):
+        tune(TuneConfig(build=cfg, trials=1, db=str(tmp_path / "db")))
