@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end on a fresh machine (Debian 12, Python 3.11, root):
 # install, evaluate the committed models, build the default model for the Pi, start the
-# emulated Pi, benchmark it there over RPC on Set5, and upscale a sample image on it.
+# emulated Pi, benchmark it there over RPC on Set5, upscale a sample image on it, read the
+# board's health over its serial console, profile the module per layer on the device, and
+# compare PyTorch / ONNX Runtime / TVM latency on the host (reports/bench/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -9,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 step() { printf '\n== %s\n' "$*"; }
 
 step "install edge-sr (pins in pyproject.toml)"
-python3 -m pip install -q -e .
+python3 -m pip install -q -e ".[bench]"
 
 step "committed models on Set5 (PyTorch fp32, host x86)"
 edge-sr zoo --dataset set5
@@ -30,3 +32,17 @@ step "upscale a sample image on the device with runtime.upscale"
 SAMPLE="$(python3 -c 'from edge_sr.data import DATASETS_DIR; print(DATASETS_DIR / "set5" / "img_002.png")')"
 bash scripts/emulated-pi upscale "$SAMPLE" artifacts/sample_x2.png "$ARTIFACT"
 echo "wrote artifacts/sample_x2.png"
+
+step "the board over its serial console (emulated: a PTY with a login prompt)"
+bash scripts/emulated-pi serial-start
+CONSOLE="$(bash scripts/emulated-pi serial-status)"
+PORT="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["port"])' "$CONSOLE")"
+PWFILE="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["password_file"])' "$CONSOLE")"
+edge-sr device info --serial "$PORT" --user pi --password-file "$PWFILE"
+bash scripts/emulated-pi serial-stop
+
+step "per-layer profile of the module on the device"
+edge-sr profile --artifact "$ARTIFACT" --device 127.0.0.1:9090 --repeat 3
+
+step "latency side by side on the host: fsrcnn_x2 at 360x640 (tuned database committed)"
+edge-sr bench --model fsrcnn_x2 --repeat 10 --out reports/bench
