@@ -115,7 +115,9 @@ def _make_builder(cross_compiler: str | None, timeout: float):
     def export(rt_mod) -> str:
         if cross_compiler is None:
             return default_export(rt_mod)
-        path = tempfile.mkstemp(suffix=".so", prefix="edge-sr-tune-")[1]
+        # A folder of its own: the runner's cleanup removes the artifact's parent folder
+        # (a file straight in /tmp would take /tmp with it).
+        path = str(Path(tempfile.mkdtemp(prefix="edge-sr-tune-")) / "candidate.so")
         rt_mod.export_library(path, fcompile=cc.cross_compiler(cross_compiler))
         return path
 
@@ -132,6 +134,28 @@ def _make_builder(cross_compiler: str | None, timeout: float):
             return results
 
     return InProcessBuilder()
+
+
+def alloc_args_from_host(session, device, args_info, alloc_repeat: int) -> list:
+    """Random kernel arguments made on the host and copied to the device.
+
+    MetaSchedule's default fills them on the device with ``tvm.contrib.random``, which the
+    runtime-only TVM on our devices does not have.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(alloc_repeat):
+        args = []
+        for _kind, dtype, shape in args_info:
+            if dtype.startswith(("int", "uint")):
+                arr = rng.integers(0, 8, size=shape).astype(dtype)
+            else:
+                arr = (rng.random(shape) * 2 - 1).astype(dtype)
+            args.append(tvm.runtime.tensor(arr, device))
+        out.append(args)
+    return out
 
 
 def _builder_runner(cfg: TuneConfig, tspec: target_registry.TargetSpec):
@@ -152,7 +176,7 @@ def _builder_runner(cfg: TuneConfig, tspec: target_registry.TargetSpec):
         ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port),
                             tracker_key=cfg.key or tspec.rpc_key,
                             session_timeout_sec=int(cfg.timeout)),
-        evaluator_config=evaluator)
+        evaluator_config=evaluator, f_alloc_argument=alloc_args_from_host)
     return builder, runner
 
 

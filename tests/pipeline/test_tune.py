@@ -63,3 +63,26 @@ def test_device_tuning_needs_a_tracker(tmp_path):
                       reference_dataset="")
     with pytest.raises(BuildError, match="--tracker HOST:PORT --key rpi4"):
         tune(TuneConfig(build=cfg, trials=1, db=str(tmp_path / "db")))
+
+
+@pytest.mark.slow
+def test_device_candidates_are_aarch64_libraries_in_folders_of_their_own(tmp_path):
+    """The tuner removes a candidate's parent folder after measuring it: each must have
+    its own (a file straight in /tmp once took /tmp with it)."""
+    from pathlib import Path
+
+    from tvm.s_tir import meta_schedule as ms
+
+    from edge_sr.pipeline.builder import lower
+    from edge_sr.pipeline.tune import _make_builder
+
+    low = lower(BuildConfig(model="fsrcnn_tiny_x2", target="rpi4", size=(32, 32),
+                            reference_dataset=""))
+    task = ms.relax_integration.extract_tasks(low.mod, low.target)[0]
+    (res,) = _make_builder("aarch64-linux-gnu-gcc", 60).build(
+        [ms.builder.BuilderInput(task.dispatched[0], low.target)])
+    assert res.error_msg is None
+    path = Path(res.artifact_path)
+    assert path.parent.name.startswith("edge-sr-tune-") and path.parent != Path("/tmp")
+    elf = path.read_bytes()[:20]
+    assert elf[:4] == b"\x7fELF" and int.from_bytes(elf[18:20], "little") == 183  # AArch64
