@@ -29,6 +29,10 @@ class ConsoleError(EdgeSRError):
     """A serial console failure (no port, login refused, timeout), in one line."""
 
 
+class LoginRefused(ConsoleError):
+    """Wrong or missing credentials: retrying would not help."""
+
+
 @dataclass
 class CommandResult:
     """What a command printed (stdout and stderr, merged) and its exit status."""
@@ -51,6 +55,8 @@ class ConsoleConfig:
         user: Login name, if the console asks (default ``$EDGE_SR_SERIAL_USER``).
         password: Password (default ``$EDGE_SR_SERIAL_PASSWORD``); never logged.
         timeout: Default seconds to wait for a prompt or a command.
+        open_wait: Seconds to keep retrying a port that is not there yet (a USB serial
+            adapter re-enumerating, a console PTY being respawned).
     """
 
     port: str
@@ -58,6 +64,7 @@ class ConsoleConfig:
     user: str | None = None
     password: str | None = field(default=None, repr=False)
     timeout: float = 30.0
+    open_wait: float = 5.0
 
     def __post_init__(self):
         self.user = self.user or os.environ.get("EDGE_SR_SERIAL_USER")
@@ -84,22 +91,32 @@ class SerialConsole:
         self.close()
 
     # -- connection ---------------------------------------------------------------
-    def open(self, wait: float = 0.0) -> None:
-        """Open the port (retrying up to ``wait`` seconds) and log in."""
+    def open(self, wait: float | None = None) -> None:
+        """Open the port (retrying up to ``wait`` seconds, default ``cfg.open_wait``) and
+        log in."""
         import serial
 
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + (self.cfg.open_wait if wait is None else wait)
         while True:
             try:
                 self.port = serial.serial_for_url(self.cfg.port, baudrate=self.cfg.baudrate,
                                                   timeout=0.1)
-                break
-            except (serial.SerialException, OSError, ValueError) as exc:
+                self.login()
+                return
+            except LoginRefused:
+                self.close()
+                raise
+            except (serial.SerialException, OSError, ValueError, ConsoleError) as exc:
+                # A port that is not there yet, or one torn down under us (EIO while a
+                # getty respawns or a USB adapter re-enumerates): try again until the
+                # deadline.
+                self.close()
                 if time.monotonic() >= deadline:
+                    if isinstance(exc, ConsoleError):
+                        raise
                     raise ConsoleError(f"cannot open serial port {self.cfg.port}: "
                                        f"{_reason(exc)}") from None
                 time.sleep(0.5)
-        self.login()
 
     def close(self) -> None:
         if self.port is not None:
@@ -158,17 +175,17 @@ class SerialConsole:
         sent_user = sent_password = False
         while which != 3:
             if which == 0 or (which == 1 and sent_user):
-                raise ConsoleError(f"login on {self.cfg.port} refused for user "
+                raise LoginRefused(f"login on {self.cfg.port} refused for user "
                                    f"{self.cfg.user!r}")
             if which == 1:
                 if not self.cfg.user:
-                    raise ConsoleError(f"{self.cfg.port} asks for a login: give --user "
+                    raise LoginRefused(f"{self.cfg.port} asks for a login: give --user "
                                        "(or EDGE_SR_SERIAL_USER)")
                 self._write(self.cfg.user + "\n")
                 sent_user = True
             else:
                 if sent_password or self.cfg.password is None:
-                    raise ConsoleError(f"{self.cfg.port} asks for a password: give "
+                    raise LoginRefused(f"{self.cfg.port} asks for a password: give "
                                        "EDGE_SR_SERIAL_PASSWORD (or --password)")
                 self._write(self.cfg.password + "\n", secret=True)
                 sent_password = True

@@ -87,12 +87,22 @@ class DeviceSession:
         """Connect, read the device's info and load the artifact (each with a deadline)."""
         device, tracker, key, session_timeout = self.addr
         wait = self.policy.queue_timeout if tracker else self.policy.connect_timeout
-        self.sess = timed(connect, device, tracker, key, session_timeout, timeout=wait,
-                          what="connection")
-        self.info = timed(device_info, self.sess, timeout=self.policy.connect_timeout,
-                          what="device info")
-        self.engine = timed(remote_engine, self.sess, self.artifact, self.manifest,
-                            timeout=self.policy.call_timeout, what="upload")
+        error = None
+        try:
+            self.sess = timed(connect, device, tracker, key, session_timeout, timeout=wait,
+                              what="connection")
+            self.info = timed(device_info, self.sess, timeout=self.policy.connect_timeout,
+                              what="device info")
+            self.engine = timed(remote_engine, self.sess, self.artifact, self.manifest,
+                                timeout=self.policy.call_timeout, what="upload")
+        except Exception as exc:  # noqa: BLE001 - re-raised below, without its frames
+            error = exc.with_traceback(None)
+        if error is not None:
+            # The traceback's frames hold the session; a TVM RPC server serves one session
+            # at a time, so a refused artifact would keep the board busy for whoever
+            # holds on to the exception (a test's pytest.raises, for one).
+            self.sess = self.engine = None
+            raise error
 
     def call(self, fn: Callable[..., Any], *args, what: str = "call") -> Any:
         """``fn(*args)`` on the device; any failure of the device becomes ``DeviceFault``."""

@@ -113,5 +113,5 @@ def test_reconnect_after_the_board_reboots(board):
 
 def test_missing_port_is_a_one_line_error(tmp_path):
     with pytest.raises(ConsoleError, match="cannot open serial port") as err:
-        SerialConsole(ConsoleConfig(str(tmp_path / "nope"))).open()
+        SerialConsole(ConsoleConfig(str(tmp_path / "nope"), open_wait=0.5)).open()
     assert "\n" not in str(err.value)
