@@ -128,7 +128,7 @@ def tune_config(args: argparse.Namespace, trials: int):
     from .pipeline.tune import TuneConfig
 
     return TuneConfig(build=build_config(args), trials=trials, minutes=args.minutes,
-                      db=args.tuning_db, tracker=args.tracker, key=args.key)
+                      tracker=args.tracker, key=args.key)
 
 
 def add_tune_args(p: argparse.ArgumentParser) -> None:

@@ -5,13 +5,17 @@ cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 python3 -m pip install -q -e ".[dev,bench]"
 bash scripts/emulated-pi setup
+# status_field CMD KEY: one field of `scripts/emulated-pi CMD`'s JSON, as Python prints it.
+status_field() {
+  bash scripts/emulated-pi "$1" | python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"
+}
 started=0
-if [ "$(bash scripts/emulated-pi status | python3 -c 'import json,sys; print(json.load(sys.stdin)["answers"])')" != True ]; then
+if [ "$(status_field status answers)" != True ]; then
   bash scripts/emulated-pi start
   started=1
 fi
 serial_started=0
-if [ "$(bash scripts/emulated-pi serial-status | python3 -c 'import json,sys; print(json.load(sys.stdin)["running"])')" != True ]; then
+if [ "$(status_field serial-status running)" != True ]; then
   bash scripts/emulated-pi serial-start
   serial_started=1
 fi

@@ -105,10 +105,8 @@ def _device_peak(device: str) -> dict:
     ghz = 1.8  # Cortex-A72 in a Pi 4 (no cpufreq under emulation)
     if info.get("cpu_freq_khz"):
         ghz = info["cpu_freq_khz"] / 1e6
-    cores = info.get("cores") or 4
-    out = {"cores": cores, "fma_units": 2, "lanes": 4, "isa": "neon", "ghz": ghz,
-           "peak_gflops": round(cores * 2 * 4 * 2 * ghz, 1), "machine": info.get("machine")}
-    return out
+    peak = cpu_peak(info.get("cores") or 4, ghz, machine="aarch64")
+    return {**peak, "machine": info.get("machine")}
 
 
 def bench_models(models: list[str], **kw) -> list[dict]:

@@ -25,18 +25,20 @@ def _field(text: str, key: str) -> str | None:
     return None
 
 
-def cpu_peak(cores: int | None = None, ghz: float | None = None) -> dict:
+def cpu_peak(cores: int | None = None, ghz: float | None = None,
+             machine: str | None = None) -> dict:
     """fp32 peak = cores x FMA units x SIMD lanes x 2 FLOPs x clock.
 
     x86: 2 FMA units per core (every AVX2 core since Haswell/Zen); 16 fp32 lanes with
     AVX-512 on Intel, 8 with AVX2 (Zen 4 runs AVX-512 on 256-bit units: 8). aarch64
     (Cortex-A72/A76): 2 NEON pipes x 4 lanes. The clock is the nominal one from
     /proc/cpuinfo or cpufreq's max; turbo can exceed it, so fractions are approximate.
+    Give ``cores``, ``ghz`` and ``machine`` for another machine (a device).
     """
     text = _cpuinfo()
     cores = cores or os.cpu_count() or 1
     flags = set((_field(text, "flags") or "").split())
-    machine = platform.machine()
+    machine = machine or platform.machine()
     if machine in ("aarch64", "arm64"):
         units, lanes, isa = 2, 4, "neon"
     elif "avx512f" in flags and "GenuineIntel" in (_field(text, "vendor_id") or ""):

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 from runtime.device_info import parse_throttled
+from runtime.server import LOOPBACK
 
 from .console import ConsoleError, SerialConsole
 
@@ -91,7 +92,7 @@ def start_rpc(console: SerialConsole, cfg: RpcConfig) -> dict:
         return {"port": cfg.port, "pid": int(pid) if pid and pid.isdigit() else None,
                 "log": log, "already_running": True}
     args = f"--host {cfg.host} --port {cfg.port} --port-end {cfg.port + 1}"
-    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
+    if cfg.host not in LOOPBACK:
         args += " --allow-remote"
     if cfg.tracker:
         args += f" --tracker {cfg.tracker} --key {cfg.key}"

@@ -14,7 +14,7 @@ from runtime.artifact import check_machine, read_manifest, verified_library
 
 from ..benchmark.peak import layer_macs
 from ..models import load_model
-from .remote import HarnessError, _first_line, connect
+from .remote import HarnessError, _first_line, connect, upload_library
 
 
 def profile_artifact(artifact: str | Path, device: str | None = None,
@@ -30,9 +30,8 @@ def profile_artifact(artifact: str | Path, device: str | None = None,
     shape = manifest["input"]["shape"]
     if device or tracker:
         sess = connect(device, tracker, key)
-        name = f"edge-sr-{manifest['library']['sha256'][:16]}.so"
+        name = upload_library(sess, artifact, manifest)  # refuses another architecture
         try:
-            sess.upload(str(lib), target=name)
             calls = json.loads(sess.get_function("edge_sr.profile")(name, json.dumps(shape),
                                                                       repeat))
         except Exception as exc:  # noqa: BLE001 - RPC errors come in many types

@@ -74,13 +74,18 @@ def device_info(sess) -> dict | None:
         return None
 
 
-def remote_engine(sess, artifact: str | Path, manifest: dict | None = None) -> Engine:
-    """Verify an artifact, check it fits the device, upload it and load it remotely."""
-    from tvm.runtime.vm import VirtualMachine
+def upload_library(sess, artifact: str | Path, manifest: dict,
+                   info: dict | None = None) -> str:
+    """Verify an artifact's library, check it fits the device, upload it.
 
-    manifest = manifest or read_manifest(artifact)
+    Args:
+        info: The device's ``device_info`` if already read (else it is asked for).
+
+    Returns:
+        The library's name on the device.
+    """
     lib = verified_library(artifact, manifest)
-    info = device_info(sess)
+    info = info if info is not None else device_info(sess)
     arch = manifest["target"].get("arch")
     if info and arch and info["machine"] != arch:
         raise ArtifactError(f"artifact built for target {manifest['target']['name']} ({arch}) "
@@ -88,8 +93,23 @@ def remote_engine(sess, artifact: str | Path, manifest: dict | None = None) -> E
     remote_name = f"edge-sr-{manifest['library']['sha256'][:16]}.so"
     try:
         sess.upload(str(lib), target=remote_name)
+    except Exception as exc:  # noqa: BLE001
+        raise HarnessError(f"uploading {lib.name} to the device failed: "
+                           f"{_first_line(exc)}") from None
+    return remote_name
+
+
+def remote_engine(sess, artifact: str | Path, manifest: dict | None = None,
+                  info: dict | None = None) -> Engine:
+    """Verify an artifact, check it fits the device, upload it and load it remotely."""
+    from tvm.runtime.vm import VirtualMachine
+
+    manifest = manifest or read_manifest(artifact)
+    remote_name = upload_library(sess, artifact, manifest, info)
+    try:
         rlib = sess.load_module(remote_name)
         dev = sess.cuda() if manifest["target"].get("kind") == "cuda" else sess.cpu()
         return Engine(VirtualMachine(rlib, dev), dev, manifest)
     except Exception as exc:  # noqa: BLE001
-        raise HarnessError(f"loading {lib.name} on the device failed: {_first_line(exc)}") from None
+        raise HarnessError(f"loading {remote_name} on the device failed: "
+                           f"{_first_line(exc)}") from None

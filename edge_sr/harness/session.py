@@ -94,7 +94,7 @@ class DeviceSession:
             self.info = timed(device_info, self.sess, timeout=self.policy.connect_timeout,
                               what="device info")
             self.engine = timed(remote_engine, self.sess, self.artifact, self.manifest,
-                                timeout=self.policy.call_timeout, what="upload")
+                                self.info, timeout=self.policy.call_timeout, what="upload")
         except Exception as exc:  # noqa: BLE001 - re-raised below, without its frames
             error = exc.with_traceback(None)
         if error is not None:

@@ -100,9 +100,19 @@ def import_relax(program: torch.export.ExportedProgram) -> tvm.IRModule:
                                  unwrap_unit_return_tuple=True)
 
 
+# The two files of a MetaSchedule JSON database.
+WORKLOAD, RECORDS = "database_workload.json", "database_tuning_record.json"
+
+
 def tuning_key(model: str, target: str, size: tuple[int, int], dtype: str) -> str:
     """Folder name of the tuning database for one (model, target, shape, dtype)."""
     return f"{model}-{target}-{size[0]}x{size[1]}-{dtype}"
+
+
+def tuning_dir(cfg: BuildConfig, target: str) -> Path:
+    """The database folder of a build: ``cfg.tuning_db``, else the committed one."""
+    key = tuning_key(cfg.model, target, cfg.size, cfg.dtype)
+    return Path(cfg.tuning_db) if cfg.tuning_db else TUNING_DIR / key
 
 
 def _scheduled(f) -> bool:
@@ -125,7 +135,7 @@ def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
     from tvm.s_tir import meta_schedule as ms
 
     work = Path(db_path)
-    files = [work / "database_workload.json", work / "database_tuning_record.json"]
+    files = [work / WORKLOAD, work / RECORDS]
     if not all(f.is_file() for f in files):
         raise BuildError(f"tuning database {work} lacks {files[0].name}/{files[1].name}")
     try:
@@ -275,8 +285,7 @@ def build(cfg: BuildConfig) -> Path:
     low = lower(cfg)
     spec, tspec, target, model, radius = low.spec, low.tspec, low.target, low.model, low.radius
     raw, quant, names, mod = low.raw, low.quant, low.passes, low.mod
-    key = tuning_key(cfg.model, tspec.name, cfg.size, cfg.dtype)
-    db = Path(cfg.tuning_db) if cfg.tuning_db else (TUNING_DIR / key)
+    db = tuning_dir(cfg, tspec.name)
     use_db = cfg.use_tuning and (cfg.tuning_db or db.is_dir())
     mod, tuning = apply_tuning(mod, target, db if use_db else None)
     ex = compile_module(mod, target)

@@ -16,7 +16,6 @@ seeds from the database).
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -28,9 +27,7 @@ import tvm
 
 import targets as target_registry
 
-from .builder import TUNING_DIR, BuildConfig, BuildError, apply_tuning, lower, tuning_key
-
-WORKLOAD, RECORDS = "database_workload.json", "database_tuning_record.json"
+from .builder import RECORDS, WORKLOAD, BuildConfig, BuildError, apply_tuning, lower, tuning_dir
 
 
 @dataclass
@@ -38,25 +35,23 @@ class TuneConfig:
     """Arguments of ``tune``.
 
     Attributes:
-        build: Model, target, size, dtype and weights, as for ``build``.
+        build: Model, target, size, dtype and weights, as for ``build``; its
+            ``tuning_db`` is the database tuned into (default ``targets/tuning/<key>``).
         trials: Total measured candidates this run (over all kernels).
         minutes: Wall-clock budget (0: none); checked between rounds.
         per_iter: Candidates per kernel per search iteration.
-        db: Database folder (default ``targets/tuning/<key>``).
         tracker: ``HOST:PORT`` of the tracker that grants the device (device targets).
         key: Device key at the tracker (default: the target's ``rpc_key``).
         timeout: Seconds one candidate may take to build or run.
         seed: Search seed.
-        population: Evolutionary search population (TVM's 512 spends minutes per round
-            in the search itself on a 2-core machine; 128 finds the same schedules in our
-            small kernels).
+        population: Evolutionary search population (TVM's default is 512; a smaller one
+            shortens each search step on a 2-core machine; not compared against 512 here).
     """
 
     build: BuildConfig = field(default_factory=BuildConfig)
     trials: int = 64
     minutes: float = 0.0
     per_iter: int = 16
-    db: str | None = None
     tracker: str | None = None
     key: str = ""
     timeout: float = 60.0
@@ -98,7 +93,7 @@ def check_database(work: Path, target: tvm.target.Target) -> int:
     return count
 
 
-def _make_builder(cross_compiler: str | None, timeout: float):
+def _make_builder(cross_compiler: str | None):
     """An in-process MetaSchedule builder.
 
     TVM's ``LocalBuilder`` starts fresh worker processes for every batch, and each worker
@@ -161,9 +156,11 @@ def alloc_args_from_host(session, device, args_info, alloc_repeat: int) -> list:
 def _builder_runner(cfg: TuneConfig, tspec: target_registry.TargetSpec):
     from tvm.s_tir import meta_schedule as ms
 
+    from ..harness.remote import parse_device
+
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=0,
                                           enable_cpu_cache_flush=False)
-    builder = _make_builder(tspec.cross_compiler, cfg.timeout)
+    builder = _make_builder(tspec.cross_compiler)
     if not tspec.is_remote:
         return builder, ms.runner.LocalRunner(timeout_sec=cfg.timeout,
                                               evaluator_config=evaluator)
@@ -171,9 +168,9 @@ def _builder_runner(cfg: TuneConfig, tspec: target_registry.TargetSpec):
         raise BuildError(f"tuning for {tspec.name} measures on the device: give --tracker "
                          f"HOST:PORT --key {tspec.rpc_key} (a tracker the board is registered "
                          "with; scripts/emulated-pi start registers with EDGE_SR_TRACKER)")
-    host, _, port = cfg.tracker.rpartition(":")
+    host, port = parse_device(cfg.tracker)
     runner = ms.runner.RPCRunner(
-        ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port),
+        ms.runner.RPCConfig(tracker_host=host, tracker_port=port,
                             tracker_key=cfg.key or tspec.rpc_key,
                             session_timeout_sec=int(cfg.timeout)),
         evaluator_config=evaluator, f_alloc_argument=alloc_args_from_host)
@@ -191,21 +188,20 @@ def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
 
     t0 = time.time()
     low = lower(replace(cfg.build, reference_dataset=""))
-    key = tuning_key(cfg.build.model, low.tspec.name, cfg.build.size, cfg.build.dtype)
-    work = Path(cfg.db) if cfg.db else TUNING_DIR / key
+    work = tuning_dir(cfg.build, low.tspec.name)
     work.mkdir(parents=True, exist_ok=True)
     before = check_database(work, low.target)
     builder, runner = _builder_runner(cfg, low.tspec)
     tasks = ms.relax_integration.extract_tasks(low.mod, low.target)
     round_size = max(cfg.per_iter * len(tasks), cfg.per_iter)
-    log(f"tuning {key}: {len(tasks)} kernels, {cfg.trials} trials"
+    log(f"tuning {work.name}: {len(tasks)} kernels, {cfg.trials} trials"
         + (f" or {cfg.minutes:g} min" if cfg.minutes else "") + f", database {work} "
         f"({before} records already)")
+    database = ms.database.JSONDatabase(str(work / WORKLOAD), str(work / RECORDS))
     done = 0
     while done < cfg.trials and not (cfg.minutes and time.time() - t0 > cfg.minutes * 60):
         n = min(round_size, cfg.trials - done)
-        with tempfile.TemporaryDirectory(dir=os.environ.get("EDGE_SR_TUNE_LOGS")) as logs:
-            database = ms.database.JSONDatabase(str(work / WORKLOAD), str(work / RECORDS))
+        with tempfile.TemporaryDirectory() as logs:
             ms.relax_integration.tune_relax(
                 mod=low.mod, params={}, target=low.target, work_dir=logs,
                 max_trials_global=n, num_trials_per_iter=cfg.per_iter, builder=builder,

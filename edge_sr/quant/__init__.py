@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from ..data import TrainPatches
-from ..data.datasets import list_images, load_image, make_pair, resolve_dataset, to_model_input
-from ..evaluate import output_to_image
+from ..data.datasets import list_images, load_image, make_pair, resolve_dataset
+from ..evaluate import run_torch
 from ..metrics import psnr
 from ..models import ModelSpec
 from ..pipeline.torch_passes import subpixel_deconv
@@ -95,13 +95,8 @@ def validation_pairs(dataset: str, scale: int, colour: str, count: int) -> tuple
 
 def _val_psnr(fn, pairs, spec: ModelSpec) -> float:
     """Mean PSNR (evaluation convention) of ``fn`` on whole images."""
-    scores = []
-    with torch.no_grad():
-        for p in pairs:
-            x = torch.from_numpy(to_model_input(p.lr, spec.colour))[None]
-            out = output_to_image(fn(x)[0].float().numpy(), spec.colour)
-            scores.append(psnr(out, p.hr, spec.scale))
-    return float(np.mean(scores))
+    return float(np.mean([psnr(run_torch(lambda x: fn(x).float(), p.lr, spec.colour), p.hr,
+                               spec.scale) for p in pairs]))
 
 
 def conv_layers(gm) -> list[str]:

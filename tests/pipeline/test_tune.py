@@ -20,7 +20,7 @@ def _cfg(tmp_path, **kw) -> BuildConfig:
 @pytest.mark.slow
 def test_tune_then_build_applies_every_schedule_and_computes_the_same(tmp_path):
     db = tmp_path / "db"
-    res = tune(TuneConfig(build=_cfg(tmp_path), trials=8, per_iter=2, db=str(db)))
+    res = tune(TuneConfig(build=_cfg(tmp_path, tuning_db=str(db)), trials=8, per_iter=2))
     assert res["state"] == "tuned" and res["tuned"] == res["kernels"] == 4
     assert res["records"] >= 8
     tuned = build(_cfg(tmp_path, tuning_db=str(db)))
@@ -31,7 +31,8 @@ def test_tune_then_build_applies_every_schedule_and_computes_the_same(tmp_path):
     x = np.random.default_rng(0).random((1, 1, 32, 32), dtype=np.float32)
     assert np.allclose(load_local(tuned)(x), load_local(plain)(x), atol=1e-5)
     # resumable: a second run appends to the same database
-    again = tune(TuneConfig(build=_cfg(tmp_path), trials=8, per_iter=2, db=str(db), seed=1))
+    again = tune(TuneConfig(build=_cfg(tmp_path, tuning_db=str(db)), trials=8, per_iter=2,
+                            seed=1))
     assert again["records"] > res["records"]
 
 
@@ -60,9 +61,9 @@ def test_foreign_database_is_refused(tmp_path):
 
 def test_device_tuning_needs_a_tracker(tmp_path):
     cfg = BuildConfig(model="fsrcnn_tiny_x2", target="rpi4", size=(32, 32),
-                      reference_dataset="")
+                      reference_dataset="", tuning_db=str(tmp_path / "db"))
     with pytest.raises(BuildError, match="--tracker HOST:PORT --key rpi4"):
-        tune(TuneConfig(build=cfg, trials=1, db=str(tmp_path / "db")))
+        tune(TuneConfig(build=cfg, trials=1))
 
 
 @pytest.mark.slow
@@ -79,7 +80,7 @@ def test_device_candidates_are_aarch64_libraries_in_folders_of_their_own(tmp_pat
     low = lower(BuildConfig(model="fsrcnn_tiny_x2", target="rpi4", size=(32, 32),
                             reference_dataset=""))
     task = ms.relax_integration.extract_tasks(low.mod, low.target)[0]
-    (res,) = _make_builder("aarch64-linux-gnu-gcc", 60).build(
+    (res,) = _make_builder("aarch64-linux-gnu-gcc").build(
         [ms.builder.BuilderInput(task.dispatched[0], low.target)])
     assert res.error_msg is None
     path = Path(res.artifact_path)
