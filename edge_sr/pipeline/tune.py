@@ -88,7 +88,7 @@ def check_database(work: Path, target: tvm.target.Target) -> int:
         if rec_target.get("kind") != target.kind.name or rec_arch != arch:
             raise BuildError(f"tuning database {work} holds records for "
                              f"{rec_target.get('kind')} {rec_arch}, not {target.kind.name} "
-                             f"{arch}: use another --db")
+                             f"{arch}: use another --tuning-db")
         count += 1
     return count
 
