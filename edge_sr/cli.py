@@ -91,6 +91,8 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
     size.add_argument("--dynamic", nargs="?", const="default", metavar="MAXHxMAXW",
                       help="dynamic H/W up to a bound (default: --size's default)")
     p.add_argument("--dtype", default="float32", choices=["float32", "int8"])
+    p.add_argument("--layout", choices=["NCHW", "NHWC"],
+                   help="conv layout inside the module (default: the target's choice)")
     p.add_argument("--tuning-db", help="MetaSchedule database folder (default: committed one)")
     p.add_argument("--out", default="artifacts", help="parent folder of the artifact")
     p.add_argument("--dump-ir", metavar="DIR", help="write the IR after every pass")
@@ -120,7 +122,7 @@ def build_config(args: argparse.Namespace):
                        dump_ir=args.dump_ir, weights=args.weights,
                        reference_dataset=args.reference_dataset, observer=args.observer,
                        calib_images=args.calib_images, max_psnr_drop=args.max_psnr_drop,
-                       fallback=args.fallback)
+                       fallback=args.fallback, layout=args.layout)
 
 
 def tune_config(args: argparse.Namespace, trials: int):

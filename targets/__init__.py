@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 AARCH64_TRIPLE = "aarch64-linux-gnu"
+NCHW = {"float32": "NCHW", "int8": "NCHW"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,10 @@ class TargetSpec:
         rpc_key: Tracker key of such devices.
         rpc_port: Default RPC server port.
         tuning_trials: Default MetaSchedule trial budget for one model.
+        layouts: Conv data layout per dtype (``NCHW`` or ``NHWC``; the ``layout_nhwc``
+            pass converts conv2d, never conv2d_transpose: TVM issue 19694).
+        signed_int8: Store int8 activations signed (uint8 shifted by -128, bit-identical
+            output) so that every int8 conv is int8 x int8: the form Arm's ``sdot`` takes.
         description: One line for ``edge-sr targets``.
     """
 
@@ -44,6 +49,12 @@ class TargetSpec:
     rpc_port: int = 9090
     tuning_trials: int = 2000
     notes: list[str] = field(default_factory=list)
+    layouts: dict[str, str] = field(default_factory=lambda: dict(NCHW))
+    signed_int8: bool = False
+
+    def layout(self, dtype: str) -> str:
+        """Conv data layout of a ``dtype`` build on this target."""
+        return self.layouts.get(dtype, "NCHW")
 
     @property
     def kind(self) -> str:
@@ -57,12 +68,17 @@ class TargetSpec:
 
 
 def _pi(mcpu: str, mattr: list[str], key: str, desc: str) -> TargetSpec:
+    # dotprod cores: int8 convs in NHWC (channels innermost, so LLVM's vectorizer turns
+    # the int8 x int8 -> int32 channel reduction into sdot: 1 instruction per 16 MACs);
+    # NCHW reduces over kernel taps first, which it cannot.
+    dot = "+dotprod" in mattr
     return TargetSpec(
         name=key, description=desc,
         tvm={"kind": "llvm", "mtriple": AARCH64_TRIPLE, "mcpu": mcpu, "mattr": mattr,
              "num-cores": 4},
         cross_compiler=f"{AARCH64_TRIPLE}-gcc", cross_package=f"gcc-{AARCH64_TRIPLE}",
         arch="aarch64", rpc_key=key, tuning_trials=1000,
+        layouts={**NCHW, "int8": "NHWC"} if dot else dict(NCHW), signed_int8=dot,
     )
 
 

@@ -60,6 +60,9 @@ class BuildConfig:
         enforce_guard: Fail an int8 build past ``max_psnr_drop`` (False: record only).
         use_tuning: Apply the tuning database (False: TVM's unscheduled default kernels,
             the benchmark's "untuned" baseline).
+        layout: Conv layout inside the module, ``NCHW`` or ``NHWC`` (default: the
+            target's choice for the dtype, ``TargetSpec.layouts``); input and output
+            stay NCHW either way.
     """
 
     model: str = DEFAULT_MODEL
@@ -79,6 +82,7 @@ class BuildConfig:
     fallback: bool = True
     enforce_guard: bool = True
     use_tuning: bool = True
+    layout: str | None = None
 
 
 def export_program(model: torch.nn.Module, spec: ModelSpec, size: tuple[int, int],
@@ -261,11 +265,15 @@ def lower(cfg: BuildConfig) -> Lowered:
     quant = None
     if cfg.dtype == "int8":
         quant = quantize_for_build(model, spec, cfg)
-        raw = lower_to_relax(quant[0], quant[1], (1, spec.channels, *cfg.size))
+        raw = lower_to_relax(quant[0], quant[1], (1, spec.channels, *cfg.size),
+                             signed=tspec.signed_int8)
     else:
         rewritten = run_torch_passes(model, DEFAULT_TORCH_PASSES)
         raw = import_relax(export_program(rewritten, spec, cfg.size, cfg.dynamic))
-    names = cfg.passes or passes_for(target)
+    layout = cfg.layout or tspec.layout(cfg.dtype)
+    if layout not in ("NCHW", "NHWC"):
+        raise BuildError(f"unknown --layout {layout}: choose NCHW or NHWC")
+    names = cfg.passes or passes_for(target, layout)
     dump = Path(cfg.dump_ir) if cfg.dump_ir else None
     mod = run_passes(raw, target, names, dump / tspec.name if dump else None)
     return Lowered(spec, tspec, target, model, radius, raw, quant, names, mod)
@@ -300,6 +308,9 @@ def build(cfg: BuildConfig) -> Path:
             "target": {"name": tspec.name, "tvm": json.loads(str(target)),
                        "arch": tspec.arch, "kind": tspec.kind},
             "tvm_version": tvm.__version__, "tuning": tuning,
+            "conv_layout": "NHWC" if "layout_nhwc" in names else "NCHW",
+            "int8_storage": (None if quant is None else
+                             "int8 (uint8 shifted by -128)" if tspec.signed_int8 else "uint8"),
             "torch_passes": DEFAULT_TORCH_PASSES if quant is None else ["subpixel_deconv",
                                                                         "quantize_int8"],
             "passes": names,

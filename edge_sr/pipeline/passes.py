@@ -23,7 +23,13 @@ def _dlight_gpu() -> tvm.transform.Pass:
                                        dlight.gpu.Fallback())
 
 
+def _layout_nhwc() -> tvm.transform.Pass:
+    # conv2d only: conv2d_transpose stays NCHW (TVM issue 19694: wrong NHWC results).
+    return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})
+
+
 PASSES: dict[str, Callable[[], tvm.transform.Pass]] = {
+    "layout_nhwc": _layout_nhwc,
     "fold_constant": relax.transform.FoldConstant,
     "legalize": relax.transform.LegalizeOps,
     "annotate_op_pattern": relax.transform.AnnotateTIROpPattern,
@@ -38,9 +44,16 @@ DEFAULT_PASSES: list[str] = ["fold_constant", "legalize", "annotate_op_pattern",
                              "fold_constant", "fuse_ops", "fuse_tir", "dead_code_elimination"]
 
 
-def passes_for(target: tvm.target.Target) -> list[str]:
-    """The default pass list for a target (GPU targets add a default schedule)."""
-    return DEFAULT_PASSES + (["dlight_gpu"] if "gpu" in target.keys else [])
+def passes_for(target: tvm.target.Target, layout: str = "NCHW") -> list[str]:
+    """The default pass list for a target and conv layout (``NCHW`` or ``NHWC``).
+
+    NHWC converts first, so that constant folding bakes the transposed weights; GPU
+    targets end with a default schedule.
+    """
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"unknown layout {layout!r}: choose NCHW or NHWC")
+    head = ["layout_nhwc"] if layout == "NHWC" else []
+    return head + DEFAULT_PASSES + (["dlight_gpu"] if "gpu" in target.keys else [])
 
 
 def run_passes(mod: tvm.IRModule, target: tvm.target.Target, names: list[str],

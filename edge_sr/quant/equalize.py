@@ -3,9 +3,9 @@
 For conv_a -> PReLU/ReLU -> conv_b, scaling output channel c of conv_a by 1/s_c and input
 channel c of conv_b by s_c leaves the float function unchanged (both activations are
 positively homogeneous). Per-tensor activation scales suffer when channels have very
-different ranges; choosing s_c = sqrt(a_c / w_c) (a_c: the channel's calibrated activation
-range, w_c: conv_b's weight range on that input channel) balances the two, so neither the
-activation nor the weight quantizer has to cover one outlier channel.
+different ranges; choosing s_c = a_c^alpha / w_c^(1 - alpha) (a_c: the channel's calibrated
+activation range, w_c: conv_b's weight range on that input channel; alpha = 0.5 balances the
+two) keeps either quantizer from having to cover one outlier channel.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def equalizable_pairs(gm: fx.GraphModule) -> list[tuple[fx.Node, fx.Node, fx.Nod
 
 
 @torch.no_grad()
-def equalize(gm: fx.GraphModule, stats: dict[str, Reservoir]) -> int:
+def equalize(gm: fx.GraphModule, stats: dict[str, Reservoir], alpha: float = 0.5) -> int:
     """Rescale every equalizable pair in place; returns how many pairs were changed."""
     count = 0
     for conv_a, act, conv_b in equalizable_pairs(gm):
@@ -49,7 +49,7 @@ def equalize(gm: fx.GraphModule, stats: dict[str, Reservoir]) -> int:
         w = mb.weight.abs().amax(dim=(0, 2, 3)).double().numpy()
         ok = (a > 1e-8) & (w > 1e-8)
         s = np.ones_like(a, dtype=np.float64)
-        s[ok] = np.sqrt(a[ok] / w[ok])
+        s[ok] = a[ok] ** alpha / w[ok] ** (1.0 - alpha)
         s /= np.exp(np.mean(np.log(s[ok]))) if ok.any() else 1.0  # keep the overall level
         st = torch.from_numpy(s).to(ma.weight.dtype)
         ma.weight.div_(st.view(-1, 1, 1, 1))

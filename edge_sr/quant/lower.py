@@ -16,7 +16,19 @@ import torch.fx as fx
 from torch import nn
 from tvm import relax
 
-from .plan import QMAX, QMIN, ActQ, QuantPlan, bias_q, cat_dim, float_tensors, kind, module_of
+from .plan import (
+    QMAX,
+    QMIN,
+    STORAGE,
+    ActQ,
+    QuantPlan,
+    bias_q,
+    cat_dim,
+    float_tensors,
+    kind,
+    module_of,
+    signed_storage,
+)
 
 R = relax.op
 
@@ -43,7 +55,7 @@ class _Lowerer:
         if q.zero_point:  # added after rounding: exact, where adding before costs bits
             t = self.emit(R.add(t, _const(float(q.zero_point))))
         t = self.emit(R.minimum(R.maximum(t, _const(QMIN[q.dtype])), _const(QMAX[q.dtype])))
-        return self.emit(R.astype(t, q.dtype))
+        return self.emit(R.astype(t, STORAGE[q.dtype]))
 
     def dequantize(self, name: str) -> relax.Var:
         if name in self.floats:  # already float32
@@ -187,9 +199,21 @@ class _Lowerer:
                                          end=[1 - dy + h, 1 - dx + w]))
 
 
-def lower_to_relax(gm: fx.GraphModule, plan: QuantPlan, shape: tuple[int, ...]):
-    """Build ``main(x: float32[shape]) -> float32`` computing the planned int8 model."""
+def lower_to_relax(gm: fx.GraphModule, plan: QuantPlan, shape: tuple[int, ...],
+                   signed: bool = False):
+    """Build ``main(x: float32[shape]) -> float32`` computing the planned int8 model.
+
+    Args:
+        gm: The traced deploy model.
+        plan: Its quantization plan.
+        shape: The static input shape (NCHW).
+        signed: Store uint8 activations as int8 (``signed_storage``): bit-identical
+            output, int8 x int8 convolutions for Arm's ``sdot``.
+    """
     import tvm
+
+    if signed:
+        plan = signed_storage(plan)
 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(shape, "float32"))

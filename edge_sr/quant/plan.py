@@ -30,8 +30,12 @@ from torch import nn
 from ..models.ghostsr import shift2d
 from .observers import OBSERVERS, Reservoir, asymmetric_range
 
-QMAX = {"int8": 127, "uint8": 255}
-QMIN = {"int8": -127, "uint8": 0}
+QMAX = {"int8": 127, "uint8": 255, "sint8": 127}
+QMIN = {"int8": -127, "uint8": 0, "sint8": -128}
+# Integer type each activation dtype is stored in. "sint8" is a uint8 tensor stored as
+# q - 128 (zero point shifted by -128 too: the same real values, bit for bit): Arm's
+# sdot multiplies int8 by int8 only, and the weights are int8.
+STORAGE = {"int8": "int8", "uint8": "uint8", "sint8": "int8"}
 ACTIVATIONS = (nn.PReLU, nn.ReLU, nn.Hardtanh)
 MOVES = (nn.PixelShuffle,)  # pure data movement: output keeps the input's scale
 
@@ -45,7 +49,7 @@ class ActQ:
     """Quantization of one tensor: ``real = (q - zero_point) * scale``."""
 
     scale: float
-    dtype: str  # "uint8" or "int8"
+    dtype: str  # "uint8", "int8", or "sint8" (uint8 stored shifted into int8)
     zero_point: int = 0
 
     @property
@@ -80,6 +84,25 @@ class QuantPlan:
     fused: dict[str, str] = field(default_factory=dict)
     observer: str = "mse"
     float_out: set[str] = field(default_factory=set)
+
+
+def signed_storage(plan: QuantPlan) -> QuantPlan:
+    """The same plan with every uint8 tensor stored as int8 (``q - 128``, ``zp - 128``).
+
+    Real values, and so the module's output, are unchanged; every conv then multiplies
+    int8 by int8, which LLVM turns into ``sdot`` on Arm dotprod targets (uint8 x int8
+    would need ``usdot``, an Armv8.6 i8mm instruction the Pi 5's Cortex-A76 lacks).
+    """
+    memo: dict[int, ActQ] = {}  # moves share their producer's object: keep that sharing
+
+    def shifted(q: ActQ) -> ActQ:
+        if id(q) not in memo:
+            memo[id(q)] = ActQ(q.scale, "sint8", q.zero_point - 128) if q.dtype == "uint8" else q
+        return memo[id(q)]
+
+    return QuantPlan({n: shifted(q) for n, q in plan.acts.items()}, plan.weights,
+                     set(plan.float_layers), dict(plan.fused), plan.observer,
+                     set(plan.float_out))
 
 
 def output_tail(gm: fx.GraphModule) -> set[str]:

@@ -183,10 +183,11 @@ def test_qat_checkpoint_is_a_deploy_form_that_loads(tmp_path):
 
 
 @pytest.mark.device
-def test_int8_on_the_device_equals_host_int8(tmp_path):
+@pytest.mark.parametrize("target", ["arm", "rpi5"])  # rpi5: NHWC, signed storage, sdot
+def test_int8_on_the_device_equals_host_int8(tmp_path, target):
     from edge_sr.harness import BenchConfig, bench_device
 
-    art = build(BuildConfig(model="xlsr_x3", target="arm", size=(48, 48), dtype="int8",
+    art = build(BuildConfig(model="xlsr_x3", target=target, size=(48, 48), dtype="int8",
                             out=str(tmp_path), calib_images=16, max_psnr_drop=1.0))
     report = bench_device(BenchConfig(str(art), limit=1, repeat=2, out=str(tmp_path / "r")))
     assert report["summary"]["max_abs_diff_vs_host_tvm"] == 0.0
@@ -216,3 +217,41 @@ def test_equalization_is_exact_in_float_and_evens_out_channels(name):
     spread_after = calibrate(gm, xs)[pair[1].name].channel_max
     ratio = lambda a: a.max() / a[a > 0].min()  # noqa: E731
     assert ratio(spread_after) < ratio(spread_before)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_signed_storage_is_bit_identical_and_int8_by_int8(name):
+    gm, plan, x = _planned(name, float_layers=1)
+    shape = tuple(x.shape)
+    unsigned, signed = lower_to_relax(gm, plan, shape), lower_to_relax(gm, plan, shape, True)
+    assert np.array_equal(_run(unsigned, x), _run(signed, x))
+    script = signed.script()
+    assert 'dtype="uint8"' in unsigned.script() and 'dtype="uint8"' not in script
+    for a, b in re.findall(r"R\.nn\.conv2d\((\w+), (\w+)", "\n".join(
+            c for c in _convs(script) if 'out_dtype="int32"' in c)):
+        for var in (a, b):
+            decl = re.search(rf"{var}: R\.Tensor\([^)]*\), dtype=\"(\w+)\"\)", script)
+            assert decl is None or decl.group(1) == "int8"
+
+
+def test_gptq_rounding_beats_nearest_on_the_layer_output():
+    from edge_sr.quant.gptq import conv_hessians, gptq_weights
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1, groups=2)
+    gm = trace(torch.nn.Sequential(conv))
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(8, 4, 36, 36), 5, 1)  # correlated taps
+    h = conv_hessians(gm, [smooth])[next(n.name for n in gm.graph.nodes
+                                         if kind(gm, n) == "conv")]
+    w = conv.weight.detach().double()
+    scale = w.abs().flatten(1).max(1).values.numpy() / 127
+    nearest = torch.round(w / torch.from_numpy(scale).view(-1, 1, 1, 1))
+    q = torch.from_numpy(gptq_weights(conv, scale, h).astype(np.float64))
+    assert q.abs().max() <= 127 and (q - nearest).abs().max() <= 3
+
+    def err(wq):
+        return torch.nn.functional.conv2d(
+            smooth.double(), wq * torch.from_numpy(scale).view(-1, 1, 1, 1) - w,
+            padding=1, groups=2).pow(2).mean().item()
+
+    assert err(q) < 0.7 * err(nearest)
