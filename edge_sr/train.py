@@ -44,7 +44,10 @@ class TrainConfig:
             invocation; rerun to continue. 0 = run to ``iters``.
         qat: Quantization-aware fine-tuning of the deploy form (starting from ``init`` or
             the committed weights) through the int8 fake-quant; exports a deploy-form
-            checkpoint (default ``weights/MODEL.qat.pt``) for ``build --dtype int8``.
+            checkpoint (default ``weights/MODEL.qat.pt``) with the learned activation
+            scales, which ``build --dtype int8`` uses instead of calibrating.
+        distill: QAT only: weight of the L1 distance to the float model's output (what
+            the int8 guard measures) beside the L1 distance to the HR image.
     """
 
     model: str
@@ -64,19 +67,37 @@ class TrainConfig:
     threads: int = 0
     stop_after: int = 0
     qat: bool = False
+    distill: float = 1.0
 
 
-def _qat_model(cfg: TrainConfig, spec) -> torch.nn.Module:
-    """The fake-quant training module, calibrated from the trained float model."""
+def _qat_model(cfg: TrainConfig, spec) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The fake-quant training module, calibrated from the trained float model (full
+    int8, nearest rounding: what it trains through), and the frozen float teacher."""
+    import copy
+
     from .models import load_model
     from .quant import QuantConfig, quantize
     from .quant.qat import FakeQuant
 
     float_model = load_model(cfg.model, cfg.init or None)
-    gm, plan, _ = quantize(float_model, spec, QuantConfig(max_drop=float("inf")))
+    gm, plan, _ = quantize(float_model, spec, QuantConfig(
+        max_drop=float("inf"), fallback=False, report_culprits=False,
+        weight_rounding="nearest"))
+    teacher = copy.deepcopy(gm).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
     for p in gm.parameters():
         p.requires_grad_(True)
-    return FakeQuant(gm, plan)
+    return FakeQuant(gm, plan), teacher
+
+
+def _param_groups(model: torch.nn.Module) -> list[dict]:
+    """QAT's log step sizes learn 10x faster than the weights: at the weights' fine-tuning
+    rate they would move < 20% in a run (LSQ's step-size gradient scaling, simplified)."""
+    scales = list(model.log_scales.parameters()) if hasattr(model, "log_scales") else []
+    ids = {id(p) for p in scales}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ids]}]
+    return groups + ([{"params": scales, "lr_mult": 10.0}] if scales else [])
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
@@ -89,13 +110,18 @@ def _lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * step / cfg.iters)))
 
 
-def _step(cfg: TrainConfig, step: int, model, disc, opt, opt_d, data: TrainPatches) -> float:
+def _step(cfg: TrainConfig, step: int, model, disc, opt, opt_d, data: TrainPatches,
+          teacher=None) -> float:
     """One optimizer step (generator, then discriminator when adversarial)."""
     for group in opt.param_groups + (opt_d.param_groups if opt_d else []):
-        group["lr"] = _lr_at(cfg, step)
+        group["lr"] = _lr_at(cfg, step) * group.get("lr_mult", 1.0)
     lr_t, hr_t = (torch.from_numpy(a) for a in data.batch(cfg.batch))
     sr = model(lr_t)
     loss = F.l1_loss(sr, hr_t)
+    if teacher is not None and cfg.distill:
+        with torch.no_grad():
+            target = teacher(lr_t)
+        loss = loss + cfg.distill * F.l1_loss(sr, target)
     if disc is not None:
         loss = loss + cfg.adv_weight * F.softplus(-disc(sr)).mean()  # BCE(D(sr), real)
     opt.zero_grad(set_to_none=True)
@@ -121,12 +147,12 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out or f"runs/{cfg.model}")
     out.mkdir(parents=True, exist_ok=True)
-    model = _qat_model(cfg, spec) if cfg.qat else spec.factory()
+    model, teacher = _qat_model(cfg, spec) if cfg.qat else (spec.factory(), None)
     deploy = (lambda m: m) if cfg.qat else spec.deploy
     disc = Discriminator() if cfg.adversarial else None
     if disc is not None and spec.colour != "rgb":
         raise ValueError("--adversarial needs an RGB model (the discriminator sees RGB)")
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(_param_groups(model), lr=cfg.lr)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr) if disc is not None else None
     data = TrainPatches(cfg.datasets, spec.scale, spec.colour, cfg.patch, cfg.seed)
     val_pairs = load_pairs(cfg.val_dataset, spec.scale, spec.colour)
@@ -165,7 +191,7 @@ def train(cfg: TrainConfig) -> dict:
     done = start
     try:
         for step in bar:
-            loss = _step(cfg, step, model, disc, opt, opt_d, data)
+            loss = _step(cfg, step, model, disc, opt, opt_d, data, teacher)
             done = step + 1
             if done % cfg.val_every == 0 or done == cfg.iters:
                 model.eval()
@@ -193,6 +219,9 @@ def train(cfg: TrainConfig) -> dict:
     ckpt = {"state_dict": model.state_dict(), "model": cfg.model, "iters": cfg.iters,
             "val_psnr": val["psnr"]}
     if cfg.qat:  # the deploy form, sub-pixel rewritten, as the fake-quant graph holds it
-        ckpt.update(state_dict=model.gm.state_dict(), form="deploy-subpixel")
+        from .quant.qat import acts_state
+
+        ckpt.update(state_dict=model.gm.state_dict(), form="deploy-subpixel",
+                    quant={"acts": acts_state(model.learned_plan())})
     _save_atomic(ckpt, export)
     return {"val": val, "weights": str(export), "log": str(log_path)}

@@ -126,10 +126,12 @@ def load_model(name: str, weights: str | Path | None = None, deploy: bool = True
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
             state = ckpt["state_dict"] if "state_dict" in ckpt else ckpt
+            learned = None
             if ckpt.get("form") == "deploy-subpixel":  # written by `train --qat`
                 from ..pipeline.torch_passes import subpixel_deconv
 
                 model = subpixel_deconv(spec.deploy(model.eval()))
+                learned = ckpt.get("quant", {}).get("acts")
             model.load_state_dict(state)
         except Exception as exc:  # noqa: BLE001 - one line for any unreadable/mismatched file
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -138,7 +140,10 @@ def load_model(name: str, weights: str | Path | None = None, deploy: bool = True
         raise ModelError(f"no checkpoint for model {name}: {path} does not exist "
                          f"(train one with `edge-sr train --model {name}`)")
     model.eval()
-    return spec.deploy(model) if deploy else model
+    model = spec.deploy(model) if deploy else model
+    if path.exists() and learned:  # QAT's activation scales, for `quantize`
+        model.qat_acts = learned
+    return model
 
 
 __all__ = ["MODELS", "ModelSpec", "ModelError", "get_spec", "load_model", "ghost_from_plain",

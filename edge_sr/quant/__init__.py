@@ -123,6 +123,15 @@ def layer_path(gm, name: str) -> str:
     return str(node.target) if node.op == "call_module" else name
 
 
+def _learned_acts(plan: QuantPlan, learned: dict) -> dict:
+    from .qat import acts_from_state
+
+    if set(learned) != set(plan.acts):
+        raise QuantError("the checkpoint's learned activation scales do not match the model "
+                         "graph (trained on another version?); retrain with `train --qat`")
+    return acts_from_state(learned)
+
+
 def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
     """Calibrate a deploy-form model and choose its int8 plan with float fallbacks.
 
@@ -135,15 +144,19 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
         ``(gm, plan, report)``; the report has the validation PSNRs (float, int8
         simulation), per-layer sensitivity and the layers kept float.
     """
+    learned = getattr(model, "qat_acts", None)  # a `train --qat` checkpoint
     gm = trace(subpixel_deconv(model))
     lr, _ = calibration_crops(tuple(cfg.datasets), spec.scale, spec.colour, cfg.crop,
                               cfg.calib_images, cfg.seed)
     batches = [torch.from_numpy(lr[i : i + 16].copy()) for i in range(0, len(lr), 16)]
     stats = calibrate(gm, batches)
-    equalized = equalize(gm, stats, cfg.equalize_alpha) if cfg.equalize else 0
+    # A QAT checkpoint was trained equalized, through its own scales: keep both.
+    equalized = equalize(gm, stats, cfg.equalize_alpha) if cfg.equalize and not learned else 0
     if equalized:
         stats = calibrate(gm, batches)  # ranges moved: measure again
     plan = make_plan(gm, stats, cfg.observer, symmetric=cfg.symmetric)
+    if learned:
+        plan.acts = _learned_acts(plan, learned)
     if cfg.weight_rounding not in WEIGHT_ROUNDING:
         raise QuantError(f"unknown weight rounding {cfg.weight_rounding!r}; choose from "
                          f"{', '.join(WEIGHT_ROUNDING)}")
@@ -177,6 +190,7 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
     report = {
         "observer": cfg.observer,
         "activations": "symmetric int8/uint8" if cfg.symmetric else "asymmetric uint8",
+        "activation_scales": "learned (QAT checkpoint)" if learned else "calibrated",
         "calibration_crops": int(len(lr)), "crop": cfg.crop, "equalized_pairs": equalized,
         "weight_rounding": cfg.weight_rounding,
         "validation": f"{cfg.validation}: {len(pairs)} whole images",

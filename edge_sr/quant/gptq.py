@@ -44,12 +44,15 @@ def conv_hessians(gm: fx.GraphModule, batches: list[torch.Tensor],
             if n.name in convs:
                 conv = module_of(gm, n)
                 x = self.env[n.args[0]]
-                cols = F.unfold(x.double(), conv.kernel_size, conv.dilation, conv.padding,
-                                conv.stride)  # (B, C*kh*kw, L), zero padded like the module
-                cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-                if cols.shape[0] > COLUMNS_PER_BATCH:
-                    pick = torch.randperm(cols.shape[0], generator=gen)[:COLUMNS_PER_BATCH]
-                    cols = cols[pick]
+                per = max(1, COLUMNS_PER_BATCH // x.shape[0])
+                picked = []
+                for img in x:  # one image at a time: an x4 tail's im2col is gigabytes
+                    cols = F.unfold(img[None], conv.kernel_size, conv.dilation,
+                                    conv.padding, conv.stride)[0].T  # zero padded like ours
+                    if cols.shape[0] > per:
+                        cols = cols[torch.randperm(cols.shape[0], generator=gen)[:per]]
+                    picked.append(cols)
+                cols = torch.cat(picked).double()
                 g = conv.groups
                 cols = cols.reshape(cols.shape[0], g, -1).transpose(0, 1)  # (g, n, d)
                 h = cols.transpose(1, 2) @ cols

@@ -180,6 +180,21 @@ def test_qat_checkpoint_is_a_deploy_form_that_loads(tmp_path):
     model = load_model("fsrcnn_tiny_x2", out)
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.modules())
     assert model(torch.rand(1, 1, 10, 10)).shape == (1, 1, 20, 20)
+    # the learned step sizes travel with the weights and replace calibration in the build
+    from edge_sr.quant import QuantConfig, quantize
+
+    saved = torch.load(out, weights_only=True)["quant"]["acts"]
+    cfg = QuantConfig(fallback=False, calib_images=16, report_culprits=False,
+                      weight_rounding="nearest")
+    _, plan, report = quantize(model, MODELS["fsrcnn_tiny_x2"], cfg)
+    assert report["activation_scales"].startswith("learned")
+    assert {n: q.scale for n, q in plan.acts.items()} == {n: v[0] for n, v in saved.items()}
+    _, calibrated, _ = quantize(load_model("fsrcnn_tiny_x2"), MODELS["fsrcnn_tiny_x2"], cfg)
+    moved = [n for n, v in saved.items() if not math.isclose(v[0], calibrated.acts[n].scale)]
+    assert moved  # LSQ: the step sizes get gradients
+    model.qat_acts = {k: v for k, v in list(saved.items())[1:]}
+    with pytest.raises(QuantError, match="do not match"):
+        quantize(model, MODELS["fsrcnn_tiny_x2"], cfg)
 
 
 @pytest.mark.device
