@@ -33,7 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       lr=args.lr, seed=args.seed, out=args.out or "", val_every=args.val_every,
                       export=args.export or "", init=args.init or "",
                       adversarial=args.adversarial, threads=args.threads,
-                      stop_after=args.stop_after, qat=args.qat)
+                      stop_after=args.stop_after, qat=args.qat, distill=args.distill)
     result = train(cfg)
     print(json.dumps(result))
     return 0
@@ -326,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--qat", action="store_true",
                    help="quantization-aware fine-tuning for int8 (writes MODEL.qat.pt)")
+    p.add_argument("--distill", type=float, default=1.0,
+                   help="QAT: weight of the L1 distance to the float model's output")
     p.add_argument("--stop-after", type=int, default=0,
                    help="checkpoint and stop after N steps this run (rerun to continue)")
 
