@@ -122,11 +122,11 @@ def load_model(name: str, weights: str | Path | None = None, deploy: bool = True
     spec = get_spec(name)
     model = spec.factory()
     path = Path(weights) if weights else spec.weights_path
+    learned = None  # QAT's activation scales, when the checkpoint has them
     if path.exists():
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
             state = ckpt["state_dict"] if "state_dict" in ckpt else ckpt
-            learned = None
             if ckpt.get("form") == "deploy-subpixel":  # written by `train --qat`
                 from ..pipeline.torch_passes import subpixel_deconv
 
@@ -141,7 +141,7 @@ def load_model(name: str, weights: str | Path | None = None, deploy: bool = True
                          f"(train one with `edge-sr train --model {name}`)")
     model.eval()
     model = spec.deploy(model) if deploy else model
-    if path.exists() and learned:  # QAT's activation scales, for `quantize`
+    if learned:  # read by `quantize`
         model.qat_acts = learned
     return model
 

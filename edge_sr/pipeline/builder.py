@@ -25,7 +25,7 @@ from ..errors import EdgeSRError
 from ..models import ModelSpec, get_spec, load_model
 from ..models.analysis import receptive_radius
 from ..quant.lower import lower_to_relax
-from .passes import passes_for, run_passes
+from .passes import LAYOUTS, passes_for, run_passes
 from .torch_passes import DEFAULT_TORCH_PASSES, run_torch_passes
 
 TUNING_DIR = Path(target_registry.__file__).resolve().parent / "tuning"
@@ -292,7 +292,7 @@ def lower(cfg: BuildConfig) -> Lowered:
         rewritten = run_torch_passes(model, DEFAULT_TORCH_PASSES)
         raw = import_relax(export_program(rewritten, spec, cfg.size, cfg.dynamic))
     layout = cfg.layout or tspec.layout(cfg.dtype)
-    if layout not in ("NCHW", "NHWC"):
+    if layout not in LAYOUTS:
         raise BuildError(f"unknown --layout {layout}: choose NCHW or NHWC")
     names = cfg.passes or passes_for(target, layout)
     dump = Path(cfg.dump_ir) if cfg.dump_ir else None

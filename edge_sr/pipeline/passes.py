@@ -44,13 +44,16 @@ DEFAULT_PASSES: list[str] = ["fold_constant", "legalize", "annotate_op_pattern",
                              "fold_constant", "fuse_ops", "fuse_tir", "dead_code_elimination"]
 
 
+LAYOUTS = ("NCHW", "NHWC")
+
+
 def passes_for(target: tvm.target.Target, layout: str = "NCHW") -> list[str]:
     """The default pass list for a target and conv layout (``NCHW`` or ``NHWC``).
 
     NHWC converts first, so that constant folding bakes the transposed weights; GPU
     targets end with a default schedule.
     """
-    if layout not in ("NCHW", "NHWC"):
+    if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}: choose NCHW or NHWC")
     head = ["layout_nhwc"] if layout == "NHWC" else []
     return head + DEFAULT_PASSES + (["dlight_gpu"] if "gpu" in target.keys else [])

@@ -144,6 +144,9 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
         ``(gm, plan, report)``; the report has the validation PSNRs (float, int8
         simulation), per-layer sensitivity and the layers kept float.
     """
+    if cfg.weight_rounding not in WEIGHT_ROUNDING:
+        raise QuantError(f"unknown weight rounding {cfg.weight_rounding!r}; choose from "
+                         f"{', '.join(WEIGHT_ROUNDING)}")
     learned = getattr(model, "qat_acts", None)  # a `train --qat` checkpoint
     gm = trace(subpixel_deconv(model))
     lr, _ = calibration_crops(tuple(cfg.datasets), spec.scale, spec.colour, cfg.crop,
@@ -157,9 +160,6 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
     plan = make_plan(gm, stats, cfg.observer, symmetric=cfg.symmetric)
     if learned:
         plan.acts = _learned_acts(plan, learned)
-    if cfg.weight_rounding not in WEIGHT_ROUNDING:
-        raise QuantError(f"unknown weight rounding {cfg.weight_rounding!r}; choose from "
-                         f"{', '.join(WEIGHT_ROUNDING)}")
     # QAT trained its weights through nearest rounding: GPTQ would undo that adaptation
     # (measured on FSRCNN x2: Set5 int8 34.57 dB with GPTQ, 34.74 nearest).
     rounding = "nearest" if learned else cfg.weight_rounding

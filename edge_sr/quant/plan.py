@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -86,6 +86,18 @@ class QuantPlan:
     float_out: set[str] = field(default_factory=set)
 
 
+def map_acts(plan: QuantPlan, fn: Callable[[ActQ], ActQ]) -> QuantPlan:
+    """A copy of ``plan`` with ``fn`` applied to every activation quantization, once per
+    object: moves share their producer's ``ActQ`` and keep sharing the result."""
+    memo: dict[int, ActQ] = {}
+    acts = {}
+    for n, q in plan.acts.items():
+        if id(q) not in memo:
+            memo[id(q)] = fn(q)
+        acts[n] = memo[id(q)]
+    return replace(plan, acts=acts)
+
+
 def signed_storage(plan: QuantPlan) -> QuantPlan:
     """The same plan with every uint8 tensor stored as int8 (``q - 128``, ``zp - 128``).
 
@@ -93,16 +105,8 @@ def signed_storage(plan: QuantPlan) -> QuantPlan:
     int8 by int8, which LLVM turns into ``sdot`` on Arm dotprod targets (uint8 x int8
     would need ``usdot``, an Armv8.6 i8mm instruction the Pi 5's Cortex-A76 lacks).
     """
-    memo: dict[int, ActQ] = {}  # moves share their producer's object: keep that sharing
-
-    def shifted(q: ActQ) -> ActQ:
-        if id(q) not in memo:
-            memo[id(q)] = ActQ(q.scale, "sint8", q.zero_point - 128) if q.dtype == "uint8" else q
-        return memo[id(q)]
-
-    return QuantPlan({n: shifted(q) for n, q in plan.acts.items()}, plan.weights,
-                     set(plan.float_layers), dict(plan.fused), plan.observer,
-                     set(plan.float_out))
+    return map_acts(plan, lambda q: ActQ(q.scale, "sint8", q.zero_point - 128)
+                    if q.dtype == "uint8" else q)
 
 
 def output_tail(gm: fx.GraphModule) -> set[str]:

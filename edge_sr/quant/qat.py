@@ -18,7 +18,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .plan import ActQ, QuantPlan, interpret
+from .plan import ActQ, QuantPlan, interpret, map_acts
 
 
 def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -83,13 +83,7 @@ class FakeQuant(nn.Module):
 
     def learned_plan(self) -> QuantPlan:
         """The plan with the learned activation scales."""
-        memo: dict[int, ActQ] = {}
-        acts = {}
-        for n, q in self.plan.acts.items():
-            if id(q) not in memo:
-                memo[id(q)] = replace(q, scale=float(self.scale_of(q).detach()))
-            acts[n] = memo[id(q)]
-        return replace(self.plan, acts=acts)
+        return map_acts(self.plan, lambda q: replace(q, scale=float(self.scale_of(q).detach())))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return interpret(self.gm, self.plan, x, self._conv, self.fq_act)
