@@ -164,8 +164,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     manifest = json.loads((path / "manifest.json").read_text())
     ref = manifest.get("reference", {})
     tuning = manifest["tuning"]
-    state = tuning["state"] + ("" if tuning["state"] == "tuned" else
-                               " (no tuning database: kernels are unscheduled and slow)")
+    untuned = (" (no tuning database: dlight's default GPU schedules)"
+               if manifest["target"]["kind"] == "cuda" else
+               " (no tuning database: kernels are unscheduled and slow)")
+    state = tuning["state"] + ("" if tuning["state"] == "tuned" else untuned)
     print(f"built {path} in {manifest['build']['seconds']} s: {manifest['model']} for "
           f"{manifest['target']['name']} ({manifest['target']['arch']}), input "
           f"{'x'.join(map(str, manifest['input']['shape']))}, {state}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import check_machine, read_manifest, verified_library
+from .artifact import ArtifactError, check_machine, read_manifest, verified_library
 from .tiling import upscale_tiled
 
 
@@ -58,7 +58,70 @@ def load_local(artifact: str | Path, which: str = "library") -> Engine:
     manifest = read_manifest(artifact)
     if which == "library":
         check_machine(manifest)
-    lib = tvm.runtime.load_module(str(verified_library(artifact, manifest, which)))
     gpu = which == "library" and manifest["target"].get("kind") == "cuda"
+    if gpu:
+        ensure_cuda_runtime()
+    lib = tvm.runtime.load_module(str(verified_library(artifact, manifest, which)))
     dev = tvm.cuda() if gpu else tvm.cpu()
+    if gpu and not dev.exist:
+        raise ArtifactError(f"{artifact} is a CUDA module and this machine has no CUDA GPU")
     return Engine(VirtualMachine(lib, dev), dev, manifest)
+
+
+def ensure_cuda_runtime() -> None:
+    """Register TVM's CUDA module loader.
+
+    A runtime-only TVM (``TVM_USE_RUNTIME_LIB=1``, or a package without the compiler
+    library: what a device gets) skips the backend autoload, so ``libtvm_runtime_cuda``
+    must be loaded by hand before a CUDA library can be.
+
+    Raises:
+        ArtifactError: This TVM has no CUDA runtime, or CUDA's libraries are missing.
+    """
+    import tvm
+
+    if not tvm.get_global_func("ffi.Module.load_from_bytes.cuda", allow_missing=True):
+        _load_cuda_sidecar()
+    from tvm.base import _RUNTIME_ONLY
+
+    if _RUNTIME_ONLY or not tvm.get_global_func("tvm_callback_cuda_compile", allow_missing=True):
+        _register_nvrtc()
+
+
+def _load_cuda_sidecar() -> None:
+    from tvm.base import _LOADED_LIBS
+    from tvm_ffi.libinfo import load_lib_ctypes
+
+    runtime_dir = Path(_LOADED_LIBS["tvm_runtime"]._name).resolve().parent
+    try:
+        _LOADED_LIBS["tvm_runtime_cuda"] = load_lib_ctypes(
+            package="tvm", target_name="tvm_runtime_cuda", extra_lib_paths=[runtime_dir],
+            mode="RTLD_LOCAL")
+    except (OSError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"this TVM cannot load CUDA modules: {first}") from None
+
+
+def _register_nvrtc() -> None:
+    # TVM 0.27 libraries carry their CUDA kernels as source, compiled with NVRTC when
+    # the module loads. TVM's own hook asks the compiler library for the current target,
+    # which a runtime-only TVM lacks: compile for this GPU's own architecture instead.
+    import os
+
+    import tvm
+    import tvm_ffi
+
+    try:
+        import cuda.bindings.nvrtc  # noqa: F401
+    except ImportError:
+        raise ArtifactError("CUDA modules are compiled with NVRTC when loaded: "
+                            "pip install cuda-bindings (matching the CUDA driver)") from None
+    from tvm.support.nvcc import compile_cuda
+
+    if "CUDA_PATH" not in os.environ and os.path.isdir("/usr/local/cuda/include"):
+        os.environ["CUDA_PATH"] = "/usr/local/cuda"  # NVRTC needs the CUDA headers
+    arch = "sm_" + tvm.cuda().compute_version.replace(".", "")
+    tvm_ffi.register_global_func(
+        "tvm_callback_cuda_compile",
+        lambda code: compile_cuda(code, target_format="cubin", arch=arch, compiler="nvrtc"),
+        override=True)

@@ -8,6 +8,7 @@ RPC defaults, and the default MetaSchedule tuning budget.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -146,5 +147,53 @@ def check_toolchain(spec: TargetSpec) -> None:
     if spec.cross_compiler and shutil.which(spec.cross_compiler) is None:
         raise TargetError(f"target {spec.name} needs the cross compiler {spec.cross_compiler}: "
                           f"apt-get install {spec.cross_package}")
-    if spec.kind == "cuda" and shutil.which("nvcc") is None:
-        raise TargetError(f"target {spec.name} needs nvcc (CUDA toolkit) to compile kernels")
+    if spec.kind == "cuda":
+        use_cuda_toolkit(spec)
+
+
+def find_cuda_toolkit() -> str | None:
+    """Root of a CUDA toolkit that has ``nvcc``: ``$CUDA_PATH``, ``$CUDA_HOME``, the
+    ``nvcc`` on PATH, ``/usr/local/cuda``, then the newest ``/usr/local/cuda-*``
+    (images often install one there without putting it on PATH)."""
+    roots = [os.environ.get("CUDA_PATH"), os.environ.get("CUDA_HOME")]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        roots.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    versioned = sorted(glob.glob("/usr/local/cuda-*"), key=_cuda_version, reverse=True)
+    for root in [*roots, "/usr/local/cuda", *versioned]:
+        if root and os.access(os.path.join(root, "bin", "nvcc"), os.X_OK):
+            return root
+    return None
+
+
+def _cuda_version(path: str) -> tuple[int, ...]:
+    tail = path.rsplit("-", 1)[-1]
+    return tuple(int(p) for p in tail.split(".") if p.isdigit())
+
+
+def use_cuda_toolkit(spec: TargetSpec) -> str:
+    """Point TVM's CUDA compile callback at a toolkit; returns its root.
+
+    TVM compiles generated CUDA with NVRTC through the ``cuda-bindings`` package by
+    default; without that package we switch it to the toolkit's ``nvcc`` (same kernels,
+    a fatbin instead of a cubin). Raises ``TargetError`` when no toolkit is found.
+    """
+    root = find_cuda_toolkit()
+    if root is None:
+        raise TargetError(f"target {spec.name} needs the CUDA toolkit (nvcc) to compile "
+                          "kernels: none on PATH, $CUDA_PATH or /usr/local/cuda*")
+    os.environ["CUDA_PATH"] = root
+    if "TVM_CUDA_COMPILE_MODE" not in os.environ:
+        try:
+            import cuda.bindings.nvrtc  # noqa: F401
+        except ImportError:
+            os.environ["TVM_CUDA_COMPILE_MODE"] = "nvcc"
+    # Registers TVM's ``tvm_callback_cuda_compile``. Without it the CUDA codegen quietly
+    # stores CUDA *source* in the library, compiled with NVRTC when a device loads it:
+    # a device with only the TVM runtime (no compiler, no cuda-bindings) then fails.
+    import tvm.support.nvcc  # noqa: F401
+
+    bindir = os.path.join(root, "bin")
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    return root

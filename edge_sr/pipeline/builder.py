@@ -25,6 +25,7 @@ from ..errors import EdgeSRError
 from ..models import ModelSpec, get_spec, load_model
 from ..models.analysis import receptive_radius
 from ..quant.lower import lower_to_relax
+from .cuda import check_cuda_kernels
 from .passes import LAYOUTS, passes_for, run_passes
 from .torch_passes import DEFAULT_TORCH_PASSES, run_torch_passes
 
@@ -294,7 +295,7 @@ def lower(cfg: BuildConfig) -> Lowered:
     layout = cfg.layout or tspec.layout(cfg.dtype)
     if layout not in LAYOUTS:
         raise BuildError(f"unknown --layout {layout}: choose NCHW or NHWC")
-    names = cfg.passes or passes_for(target, layout)
+    names = cfg.passes or passes_for(target, layout, cfg.dtype)
     dump = Path(cfg.dump_ir) if cfg.dump_ir else None
     mod = run_passes(raw, target, names, dump / tspec.name if dump else None)
     return Lowered(spec, tspec, target, model, radius, raw, quant, names, mod)
@@ -318,6 +319,7 @@ def build(cfg: BuildConfig) -> Path:
     use_db = cfg.use_tuning and (cfg.tuning_db or db.is_dir())
     mod, tuning = apply_tuning(mod, target, db if use_db else None)
     ex = compile_module(mod, target)
+    cuda = check_cuda_kernels(ex, target) if tspec.kind == "cuda" else None
     name = f"{cfg.model}-{tspec.name}-{cfg.dtype}"
     with atomic_dir(Path(cfg.out) / name) as tmp:
         export_library(ex, tmp / "model.so", tspec)
@@ -348,6 +350,8 @@ def build(cfg: BuildConfig) -> Path:
             manifest["host_library"] = {"file": "host.so", "sha256": sha256_file(host_lib),
                                         "note": "untuned host twin, the reference for device "
                                                 "outputs"}
+        if cuda is not None:
+            manifest["cuda"] = cuda
         if quant is not None:
             manifest["quantization"] = quant[2]
         # int8 builds always measure quality: the guard is not optional.

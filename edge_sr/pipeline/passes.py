@@ -23,6 +23,17 @@ def _dlight_gpu() -> tvm.transform.Pass:
                                        dlight.gpu.Fallback())
 
 
+def _dlight_gpu_spatial() -> tvm.transform.Pass:
+    # int8 kernels: dlight's (General)Reduction rules give the fused int8 conv epilogues
+    # (int32 accumulate, requantize, clip) a cross-thread reduction that fails to lower
+    # ("reduction-related loops ... not the deepest"); Fallback binds the output pixels
+    # to threads and keeps each reduction in one thread, which always lowers.
+    from tvm.s_tir import dlight
+
+    return dlight.ApplyDefaultSchedule(dlight.gpu.Matmul(), dlight.gpu.GEMV(),
+                                       dlight.gpu.Fallback())
+
+
 def _layout_nhwc() -> tvm.transform.Pass:
     # conv2d only: conv2d_transpose stays NCHW (TVM issue 19694: wrong NHWC results).
     return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})
@@ -37,6 +48,7 @@ PASSES: dict[str, Callable[[], tvm.transform.Pass]] = {
     "fuse_tir": relax.transform.FuseTIR,
     "dead_code_elimination": relax.transform.DeadCodeElimination,
     "dlight_gpu": _dlight_gpu,
+    "dlight_gpu_spatial": _dlight_gpu_spatial,
 }
 
 # Fold the weights, lower ops to TIR, fuse conv+bias+activation chains into one kernel.
@@ -47,16 +59,19 @@ DEFAULT_PASSES: list[str] = ["fold_constant", "legalize", "annotate_op_pattern",
 LAYOUTS = ("NCHW", "NHWC")
 
 
-def passes_for(target: tvm.target.Target, layout: str = "NCHW") -> list[str]:
-    """The default pass list for a target and conv layout (``NCHW`` or ``NHWC``).
+def passes_for(target: tvm.target.Target, layout: str = "NCHW",
+               dtype: str = "float32") -> list[str]:
+    """The default pass list for a target, conv layout (``NCHW`` or ``NHWC``) and dtype.
 
     NHWC converts first, so that constant folding bakes the transposed weights; GPU
-    targets end with a default schedule.
+    targets end with a default schedule (``dlight_gpu_spatial`` for int8 kernels).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}: choose NCHW or NHWC")
     head = ["layout_nhwc"] if layout == "NHWC" else []
-    return head + DEFAULT_PASSES + (["dlight_gpu"] if "gpu" in target.keys else [])
+    if "gpu" not in target.keys:
+        return head + DEFAULT_PASSES
+    return head + DEFAULT_PASSES + ["dlight_gpu_spatial" if dtype == "int8" else "dlight_gpu"]
 
 
 def run_passes(mod: tvm.IRModule, target: tvm.target.Target, names: list[str],
