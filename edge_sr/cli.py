@@ -107,7 +107,8 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
     q.add_argument("--max-psnr-drop", type=float, default=0.1,
                    help="fail when int8 loses more Set5 PSNR than this (dB, default 0.1)")
     q.add_argument("--no-fallback", dest="fallback", action="store_false",
-                   help="quantize every layer (full int8); no float fallback")
+                   help="full int8: every tensor 8-bit, every layer quantized (no 16-bit "
+                        "activations, no float fallback)")
 
 
 def build_config(args: argparse.Namespace):
@@ -178,6 +179,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         qual = manifest["quality"]
         print(f"int8 guard: float32 {qual['psnr_float32']:.3f} dB -> int8 "
               f"{qual['psnr_int8']:.3f} dB (drop {qual['drop']:.3f} <= {qual['max_drop']}); "
+              f"16-bit activations: {', '.join(qual.get('int16_activations', [])) or 'none'}; "
               f"float layers: {', '.join(qual['float_layers']) or 'none'}")
     return 0
 

@@ -67,6 +67,7 @@ def main() -> int:
         for variant, fallback in (("mixed", True), ("full", False)):
             gm, plan, qrep = quantize(model, spec, QuantConfig(fallback=fallback))
             row[f"tvm_int8_{variant}_float_layers"] = qrep["float_layers"]
+            row[f"tvm_int8_{variant}_int16_activations"] = qrep.get("int16_activations", [])
 
             def run_sim(x, gm=gm, plan=plan):
                 with torch.no_grad():
@@ -105,9 +106,15 @@ def _module(row: dict) -> str:
     return "not run" if q is None else f"{q['psnr_int8']:.2f} ({q['drop']:+.3f})"
 
 
+def _fallback(row: dict) -> str:
+    a16 = ", ".join(row.get("tvm_int8_mixed_int16_activations", [])) or "none"
+    return f"{a16}; {', '.join(row['tvm_int8_mixed_float_layers']) or 'none'}"
+
+
 def format_rows(rows: list[dict], datasets: list[str]) -> str:
     lines = ["| model | set | float32 | int8 mixed (drop) | int8 full (drop) | "
-             "ORT QDQ int8 (drop) | float layers (mixed) | module Set5 (mixed) |",
+             "ORT QDQ int8 (drop) | 16-bit activations, float layers (mixed) | "
+             "module Set5 (mixed) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for ds in datasets:
@@ -115,7 +122,7 @@ def format_rows(rows: list[dict], datasets: list[str]) -> str:
             lines.append(f"| {r['model']} | {ds} x{r['scale']} | {f['psnr']:.2f} / {f['ssim']:.4f}"
                          f" | {_cell(r[f'tvm_int8_mixed_{ds}'], f)} | "
                          f"{_cell(r[f'tvm_int8_full_{ds}'], f)} | {_cell(r[f'ort_int8_{ds}'], f)}"
-                         f" | {', '.join(r['tvm_int8_mixed_float_layers']) or 'none'} | "
+                         f" | {_fallback(r)} | "
                          f"{_module(r) if ds == 'set5' else ''} |")
     return "\n".join(lines)
 

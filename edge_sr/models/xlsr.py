@@ -44,8 +44,24 @@ class XLSR(nn.Module):
         # Clipped ReLU: a bounded output range is what lets int8 keep full precision.
         self.clip = nn.Hardtanh(0.0, 1.0)
 
+    def fuse_heads(self) -> None:
+        """Merge the parallel 3->8 head convs into one 3->32 conv, in place.
+
+        Exact: the concat of the heads' ReLUs is the ReLU of one conv whose filters are
+        theirs stacked. One kernel instead of four plus a concat copy of the trunk.
+        """
+        if len(self.heads) == 1:
+            return
+        first = self.heads[0]
+        merged = nn.Conv2d(first.in_channels, sum(h.out_channels for h in self.heads),
+                           first.kernel_size, padding=first.padding)
+        merged.weight.data.copy_(torch.cat([h.weight.detach() for h in self.heads]))
+        merged.bias.data.copy_(torch.cat([h.bias.detach() for h in self.heads]))
+        self.heads = nn.ModuleList([merged])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.cat([self.act(h(x)) for h in self.heads], dim=1)
+        heads = [self.act(h(x)) for h in self.heads]
+        y = heads[0] if len(heads) == 1 else torch.cat(heads, dim=1)
         y = self.gblocks(self.mix(y))
         y = torch.cat([y, self.skip(x)], dim=1)
         y = self.act(self.fuse_conv(y))

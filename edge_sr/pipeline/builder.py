@@ -231,7 +231,8 @@ def int8_guard(manifest: dict, cfg: BuildConfig, report: dict,
     quality = {"dataset": ref["dataset"], "psnr_float32": ref["psnr_torch"],
                "psnr_int8": ref["psnr_tvm_host"], "ssim_int8": ref["ssim_tvm_host"],
                "drop": ref["psnr_torch"] - ref["psnr_tvm_host"],
-               "max_drop": cfg.max_psnr_drop, "float_layers": report["float_layers"]}
+               "max_drop": cfg.max_psnr_drop, "float_layers": report["float_layers"],
+               "int16_activations": report.get("int16_activations", [])}
     if psnr_original is not None:
         quality.update(psnr_float32_original=psnr_original,
                        drop_vs_original=psnr_original - ref["psnr_tvm_host"])
@@ -242,7 +243,8 @@ def int8_guard(manifest: dict, cfg: BuildConfig, report: dict,
                              list(report["sensitivity_db"].items())[:3]) or "none measured"
         raise BuildError(f"int8 {cfg.model} loses {worst:.3f} dB on "
                          f"{ref['dataset']} (> --max-psnr-drop {cfg.max_psnr_drop}); most "
-                         f"sensitive layers: {culprits}; float layers: "
+                         f"sensitive layers: {culprits}; 16-bit activations: "
+                         f"{report.get('int16_activations') or 'none'}; float layers: "
                          f"{report['float_layers'] or 'none'} (fallback stops at half the "
                          f"layers); fine-tune with `edge-sr train --qat`, or accept the "
                          f"loss with --max-psnr-drop")

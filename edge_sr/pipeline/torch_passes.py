@@ -74,10 +74,21 @@ def subpixel_deconv(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+def merge_heads(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose blocks with parallel head convs (XLSR's ``fuse_heads``)
+    compute them as one conv."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if hasattr(module, "fuse_heads"):
+            module.fuse_heads()
+    return model.eval()
+
+
 TORCH_PASSES: dict[str, Callable[[nn.Module], nn.Module]] = {
     "subpixel_deconv": subpixel_deconv,
+    "merge_heads": merge_heads,
 }
-DEFAULT_TORCH_PASSES = ["subpixel_deconv"]
+DEFAULT_TORCH_PASSES = ["subpixel_deconv", "merge_heads"]
 
 
 def run_torch_passes(model: nn.Module, names: list[str]) -> nn.Module:

@@ -23,7 +23,17 @@ from ..pipeline.torch_passes import subpixel_deconv
 from .equalize import equalize
 from .gptq import conv_hessians, gptq_weights
 from .lower import lower_to_relax
-from .plan import QuantError, QuantPlan, calibrate, kind, make_plan, simulate, trace
+from .plan import (
+    QuantError,
+    QuantPlan,
+    calibrate,
+    int16_candidates,
+    kind,
+    make_plan,
+    simulate,
+    trace,
+    with_int16,
+)
 
 __all__ = ["QuantConfig", "QuantError", "QuantPlan", "calibration_crops", "lower_to_relax",
            "quantize"]
@@ -60,6 +70,12 @@ class QuantConfig:
             GPTQ absorbing most weight error, leaning to the activations pays (FSRCNN x2
             full int8 on Set5: 0.324 dB at 0.5, 0.293 at 0.75, 0.343 at 1.0; ECBSR,
             XLSR, GhostSR within 0.002 dB).
+        int16_fallback: Before any layer falls back to float, sensitive activation
+            tensors go to 16 bits (TFLite's 16x8 scheme: int16 x int8 -> int32 convs,
+            still integer kernels), most helpful first, while that stays overflow-free.
+            A layer kept float barely helps when the error is activation noise: its
+            input is still an 8-bit tensor (FSRCNN x2: 0.002 dB per float layer).
+            Only with ``fallback`` (full int8 means all 8-bit).
     """
 
     observer: str = "mse"
@@ -77,6 +93,7 @@ class QuantConfig:
     max_float_fraction: float = 0.5
     weight_rounding: str = "gptq"
     equalize_alpha: float = 0.75
+    int16_fallback: bool = True
 
 
 WEIGHT_ROUNDING = ("gptq", "nearest")
@@ -135,10 +152,11 @@ def _learned_acts(plan: QuantPlan, learned: dict) -> dict:
 def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
     """Calibrate a deploy-form model and choose its int8 plan with float fallbacks.
 
-    Fallback: if the validation drop exceeds half the guard, every quantized layer's
-    leave-one-out gain (dB recovered by keeping it float) is measured once, and layers
-    join the float set in that order until the drop is under half the guard (n + k
-    simulations for n layers, k fallbacks).
+    Fallback, while the validation drop exceeds half the guard: first activation
+    tensors go to 16 bits, in the order of their gain (each measured once alone); then
+    every layer's leave-one-out gain (dB recovered by keeping it float) is measured once
+    and layers join the float set in that order (n + k simulations for n candidates and
+    k steps in each stage).
 
     Returns:
         ``(gm, plan, report)``; the report has the validation PSNRs (float, int8
@@ -175,8 +193,20 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
 
     psnr_float = _val_psnr(gm, pairs, spec)
     psnr_int8 = psnr_of(plan)
+    history = [{"float_layers": [], "int16_activations": [], "psnr_int8": psnr_int8}]
+    int16, gain16 = [], {}
+    if cfg.fallback and cfg.int16_fallback and psnr_float - psnr_int8 > cfg.max_drop / 2:
+        gain16 = {t: psnr_of(with_int16(plan, stats, [t])) - psnr_int8
+                  for t in int16_candidates(gm, plan)}
+        for t in sorted(gain16, key=gain16.get, reverse=True):
+            if psnr_float - psnr_int8 <= cfg.max_drop / 2 or gain16[t] <= 0:
+                break
+            plan = with_int16(plan, stats, [t])
+            int16.append(t)
+            psnr_int8 = psnr_of(plan)
+            history.append({"float_layers": [], "psnr_int8": psnr_int8,
+                            "int16_activations": [layer_path(gm, n) for n in int16]})
     sensitivity: dict[str, float] = {}
-    history = [{"float_layers": [], "psnr_int8": psnr_int8}]
     if psnr_float - psnr_int8 > cfg.max_drop / 2 and (cfg.fallback or cfg.report_culprits):
         sensitivity = {n: psnr_of(replace(plan, float_layers={n})) - psnr_int8
                        for n in conv_layers(gm)}
@@ -189,6 +219,7 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
         plan.float_layers.add(name)
         psnr_int8 = psnr_of(plan)
         history.append({"float_layers": sorted(layer_path(gm, n) for n in plan.float_layers),
+                        "int16_activations": [layer_path(gm, n) for n in int16],
                         "psnr_int8": psnr_int8})
     report = {
         "observer": cfg.observer,
@@ -200,6 +231,9 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
         "validation_psnr_float32": psnr_float, "validation_psnr_int8": psnr_int8,
         "layers": len(conv_layers(gm)),
         "float_layers": sorted(layer_path(gm, n) for n in plan.float_layers),
+        "int16_activations": [layer_path(gm, n) for n in int16],
+        "int16_gain_db": {layer_path(gm, n): round(g, 4) for n, g in
+                          sorted(gain16.items(), key=lambda kv: -kv[1])},
         "sensitivity_db": {layer_path(gm, n): round(g, 4) for n, g in
                            sorted(sensitivity.items(), key=lambda kv: -kv[1])},
         "fallback_steps": history,

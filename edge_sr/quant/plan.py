@@ -30,12 +30,15 @@ from torch import nn
 from ..models.ghostsr import shift2d
 from .observers import OBSERVERS, Reservoir, asymmetric_range
 
-QMAX = {"int8": 127, "uint8": 255, "sint8": 127}
-QMIN = {"int8": -127, "uint8": 0, "sint8": -128}
+QMAX = {"int8": 127, "uint8": 255, "sint8": 127, "int16": 32767}
+QMIN = {"int8": -127, "uint8": 0, "sint8": -128, "int16": -32767}
 # Integer type each activation dtype is stored in. "sint8" is a uint8 tensor stored as
 # q - 128 (zero point shifted by -128 too: the same real values, bit for bit): Arm's
-# sdot multiplies int8 by int8 only, and the weights are int8.
-STORAGE = {"int8": "int8", "uint8": "uint8", "sint8": "int8"}
+# sdot multiplies int8 by int8 only, and the weights are int8. "int16" is the 16x8
+# fallback (TFLite's scheme): a sensitive tensor kept in 16 bits, symmetric, consumed by
+# int16 x int8 -> int32 convs.
+STORAGE = {"int8": "int8", "uint8": "uint8", "sint8": "int8", "int16": "int16"}
+INT32_MAX = 2**31 - 1
 ACTIVATIONS = (nn.PReLU, nn.ReLU, nn.Hardtanh)
 MOVES = (nn.PixelShuffle,)  # pure data movement: output keeps the input's scale
 
@@ -49,7 +52,7 @@ class ActQ:
     """Quantization of one tensor: ``real = (q - zero_point) * scale``."""
 
     scale: float
-    dtype: str  # "uint8", "int8", or "sint8" (uint8 stored shifted into int8)
+    dtype: str  # "uint8", "int8", "sint8" (uint8 stored shifted into int8) or "int16"
     zero_point: int = 0
 
     @property
@@ -250,6 +253,71 @@ def make_plan(gm: fx.GraphModule, stats: dict[str, Reservoir], observer: str = "
     return QuantPlan(acts, weights, set(float_layers or ()), fused, observer, tail)
 
 
+def act_quant16(res: Reservoir) -> ActQ:
+    """16-bit symmetric quantization of a calibrated tensor over its whole range (at 16
+    bits clipping buys nothing: the step is already 1/32767 of the range)."""
+    m = max(abs(res.min), abs(res.max))
+    return ActQ((m if m > 0 else 1.0) / QMAX["int16"], "int16")
+
+
+def conv_consumers(gm: fx.GraphModule, name: str) -> list[fx.Node]:
+    """Convs that read tensor ``name`` in its integer form (through moves and shifts)."""
+    node = next(n for n in gm.graph.nodes if n.name == name)
+    out, stack = [], list(node.users)
+    while stack:
+        user = stack.pop()
+        k = kind(gm, user)
+        if k == "conv":
+            out.append(user)
+        elif k in ("move", "shift"):
+            stack.extend(user.users)
+    return out
+
+
+def int16_candidates(gm: fx.GraphModule, plan: QuantPlan) -> list[str]:
+    """Quantized tensors that may go to 16 bits: materialized (not an activation fused
+    away, not a move sharing its producer's grid, not the 8-bit input image, not float),
+    and no consumer's int32 accumulator can overflow with 16-bit inputs."""
+    floats = float_tensors(gm, plan)
+    names = []
+    for node in gm.graph.nodes:
+        if kind(gm, node) in ("input", "output", "move", "shift") or node.name in plan.fused \
+                or node.name in floats or plan.acts[node.name].dtype == "int16":
+            continue
+        if _int16_fits(gm, plan, node.name):
+            names.append(node.name)
+    return names
+
+
+def _int16_fits(gm: fx.GraphModule, plan: QuantPlan, name: str) -> bool:
+    # Worst case |acc| = 32767 * sum|w_q| + |bias_q| per output channel, must fit int32.
+    # The 16-bit grid spans at least the 8-bit one's clipped range: a smaller scale than
+    # this only if calibration saw less, so the bias bound below is conservative.
+    q = plan.acts[name]
+    scale = max(abs(q.lo), abs(q.hi)) * q.scale / QMAX["int16"]
+    for conv in conv_consumers(gm, name):
+        if conv.name in plan.float_layers:
+            continue
+        wq, ws = plan.weights[conv.name]
+        bound = np.abs(wq.astype(np.int64)).reshape(len(wq), -1).sum(1) * QMAX["int16"]
+        try:
+            bq = bias_q(module_of(gm, conv), scale, ws)
+        except QuantError:
+            return False
+        if bq is not None:
+            bound = bound + np.abs(bq.astype(np.int64))
+        if bound.max() > INT32_MAX:
+            return False
+    return True
+
+
+def with_int16(plan: QuantPlan, stats: dict[str, Reservoir], names: list[str]) -> QuantPlan:
+    """A copy of ``plan`` with the tensors ``names`` (and the moves sharing their grid)
+    quantized to 16 bits."""
+    new = {id(plan.acts[n]): act_quant16(stats[n]) for n in names}
+    return replace(plan, acts={k: new.get(id(q), q) for k, q in plan.acts.items()})
+
+
 def fake_quant(x: torch.Tensor, q: ActQ) -> torch.Tensor:
     """Quantize-dequantize with the lowering's rounding (floor(x/s + 0.5), clipped)."""
     return torch.clamp(torch.floor(x / q.scale + 0.5), q.lo, q.hi) * q.scale
@@ -259,8 +327,10 @@ def bias_q(conv: nn.Conv2d, s_in: float, w_scale: np.ndarray) -> np.ndarray | No
     """The conv bias on the accumulator's grid (scale ``s_in * s_w[c]``), as int32."""
     if conv.bias is None:
         return None
-    b = conv.bias.detach().double().numpy()
-    return np.round(b / (s_in * w_scale)).astype(np.int32)
+    b = np.round(conv.bias.detach().double().numpy() / (s_in * w_scale))
+    if np.abs(b).max() > INT32_MAX:  # a tiny input scale: the bias no longer fits int32
+        raise QuantError(f"conv bias overflows int32 at input scale {s_in:.3g}")
+    return b.astype(np.int32)
 
 
 def interpret(gm: fx.GraphModule, plan: QuantPlan, x: torch.Tensor,
