@@ -168,6 +168,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     untuned = (" (no tuning database: dlight's default GPU schedules)"
                if manifest["target"]["kind"] == "cuda" else
                " (no tuning database: kernels are unscheduled and slow)")
+    if tuning["state"] == "partial":
+        untuned = (f" ({tuning.get('tuned')}/{tuning.get('kernels')} kernels in the tuning "
+                   "database; the others are not)")
     state = tuning["state"] + ("" if tuning["state"] == "tuned" else untuned)
     print(f"built {path} in {manifest['build']['seconds']} s: {manifest['model']} for "
           f"{manifest['target']['name']} ({manifest['target']['arch']}), input "

@@ -14,6 +14,7 @@ from runtime.artifact import check_machine, read_manifest, verified_library
 
 from ..benchmark.peak import layer_macs
 from ..models import load_model
+from ..pipeline.torch_passes import TORCH_PASSES, run_torch_passes
 from .remote import HarnessError, _first_line, connect, upload_library
 
 
@@ -45,6 +46,11 @@ def profile_artifact(artifact: str | Path, device: str | None = None,
         calls = profile_module(str(lib), shape, repeat)
         where = "local"
     model = load_model(manifest["model"], manifest["build"]["config"].get("weights"))
+    # the layers the module computes: the build's PyTorch rewrites can merge them (XLSR's
+    # four head convs are one). subpixel_deconv keeps one conv per deconv: the deconv's
+    # own name and useful MACs read better.
+    model = run_torch_passes(model, [n for n in manifest.get("torch_passes", [])
+                                     if n in TORCH_PASSES and n != "subpixel_deconv"])
     rows = map_layers(calls, layer_macs(model, tuple(shape)))
     total = sum(r["ms"] for r in rows)
     for r in rows:

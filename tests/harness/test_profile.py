@@ -17,6 +17,17 @@ def test_local_profile_maps_conv_kernels_to_layers(host_artifact):
     assert "| **total** |" in format_profile(prof)
 
 
+def test_profile_maps_the_layers_the_build_rewrote(tmp_path, random_weights):
+    # XLSR's four head convs are one kernel after the build's merge_heads pass; the
+    # layers are those of the rewritten model, not the checkpoint's
+    from edge_sr.pipeline import BuildConfig, build
+
+    art = build(BuildConfig(model="xlsr_x3", target="host", size=(24, 24), out=str(tmp_path),
+                            weights=str(random_weights("xlsr_x3")), reference_dataset=""))
+    layers = [r["layer"] for r in profile_artifact(art, repeat=1)["rows"] if r["macs"]]
+    assert layers[:2] == ["heads.0", "mix"] and layers[-1] == "tail" and len(layers) == 11
+
+
 def test_unpaired_kernels_keep_their_names():
     calls = [{"kernel": "fused_conv2d_add", "args": [[1, 3, 8, 8]], "ms": 1.0},
              {"kernel": "fused_conv2d1_add", "args": [[1, 3, 8, 8]], "ms": 2.0}]
