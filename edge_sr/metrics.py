@@ -29,6 +29,13 @@ def psnr(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
+def match_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR between two uint8 outputs over every pixel and channel, no crop, no Y
+    conversion: how closely two runtimes agree (inf when identical)."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
 @lru_cache(maxsize=16)
 def _valid_gauss_matrix(n: int, size: int = 11, sigma: float = 1.5) -> np.ndarray:
     """(n - size + 1, n) banded matrix: 1-D 'valid' Gaussian filtering as a product."""

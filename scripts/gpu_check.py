@@ -12,8 +12,9 @@ input, with TF32 off (the same arithmetic as ours) and on (PyTorch's default for
 
 The GPU machine needs only the TVM *runtime* (``TVM_USE_RUNTIME_LIB=1``; the compiler
 library may be absent), torch, numpy and pillow. Prints a markdown table, writes
-``gpu_check.json`` into ``--out``; exits 1 if any module's output strays from PyTorch
-(PSNR between the two under ``--min-match-db``).
+``gpu_check.json`` into ``--out``; exits 1 if a float32 module strays from PyTorch (PSNR
+between the two, inside the border, under ``--min-match-db``) or an int8 module's PSNR
+differs from what its build measured with the host int8 module.
 """
 
 from __future__ import annotations
@@ -31,15 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_sr.data import to_model_input  # noqa: E402
 from edge_sr.evaluate import load_pairs, output_to_image  # noqa: E402
-from edge_sr.metrics import psnr  # noqa: E402
+from edge_sr.metrics import match_psnr, psnr  # noqa: E402
 from edge_sr.models import get_spec, load_model  # noqa: E402
 from runtime.engine import load_local  # noqa: E402
-
-
-def match_db(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR between two uint8 images, whole frame (inf when identical)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def quality(engine, model, pairs, scale: int, colour: str) -> dict:
@@ -63,7 +58,7 @@ def quality(engine, model, pairs, scale: int, colour: str) -> dict:
         a, b_ = output_to_image(out, colour), output_to_image(want, colour)
         ours.append(psnr(a, p.hr, scale))
         ref.append(psnr(b_, p.hr, scale))
-        match.append(match_db(a[b:-b, b:-b], b_[b:-b, b:-b]))
+        match.append(match_psnr(a[b:-b, b:-b], b_[b:-b, b:-b]))
     return {"psnr_gpu": float(np.mean(ours)), "psnr_torch_cpu": float(np.mean(ref)),
             "min_match_db": float(min(match)), "max_abs_diff": maxdiff}
 
@@ -118,9 +113,9 @@ def check(artifact: Path, dataset: str, repeat: int) -> dict:
            **quality(engine, model, pairs, spec.scale, spec.colour)}
     row["quality_seconds"] = round(time.time() - t0, 1)
     # what the build measured on the host for this module (int8: the guard's figure)
-    host = m.get("quality", {}).get("psnr_int8") or m.get("reference", {}).get("psnr_tvm_host")
-    row["psnr_host_at_build"] = host if host is None or dataset == m.get("reference", {}).get(
-        "dataset") else None
+    ref = m.get("reference", {})
+    host = m.get("quality", {}).get("psnr_int8") or ref.get("psnr_tvm_host")
+    row["psnr_host_at_build"] = host if ref.get("dataset") == dataset else None
     med = lambda xs: float(np.median(xs))  # noqa: E731
     row["tvm_ms"] = med(tvm_latency(engine, repeat))
     row["torch_fp32_ms"] = med(torch_latency(model, m["input"]["shape"], repeat, tf32=False))

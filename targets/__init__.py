@@ -172,27 +172,17 @@ def _cuda_version(path: str) -> tuple[int, ...]:
 
 
 def use_cuda_toolkit(spec: TargetSpec) -> str:
-    """Point TVM's CUDA compile callback at a toolkit; returns its root.
+    """Put a CUDA toolkit where the build's kernel compile (``nvcc``, see
+    ``edge_sr/pipeline/cuda.py``) finds it: ``$CUDA_PATH`` and PATH; returns its root.
 
-    TVM compiles generated CUDA with NVRTC through the ``cuda-bindings`` package by
-    default; without that package we switch it to the toolkit's ``nvcc`` (same kernels,
-    a fatbin instead of a cubin). Raises ``TargetError`` when no toolkit is found.
+    Raises:
+        TargetError: No toolkit found.
     """
     root = find_cuda_toolkit()
     if root is None:
         raise TargetError(f"target {spec.name} needs the CUDA toolkit (nvcc) to compile "
                           "kernels: none on PATH, $CUDA_PATH or /usr/local/cuda*")
     os.environ["CUDA_PATH"] = root
-    if "TVM_CUDA_COMPILE_MODE" not in os.environ:
-        try:
-            import cuda.bindings.nvrtc  # noqa: F401
-        except ImportError:
-            os.environ["TVM_CUDA_COMPILE_MODE"] = "nvcc"
-    # Registers TVM's ``tvm_callback_cuda_compile``. Without it the CUDA codegen quietly
-    # stores CUDA *source* in the library, compiled with NVRTC when a device loads it:
-    # a device with only the TVM runtime (no compiler, no cuda-bindings) then fails.
-    import tvm.support.nvcc  # noqa: F401
-
     bindir = os.path.join(root, "bin")
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from runtime.engine import load_local
 
 from ..data import to_model_input
 from ..evaluate import load_pairs, output_to_image, run_torch
-from ..metrics import psnr, ssim
+from ..metrics import match_psnr, psnr, ssim
 from ..models import load_model
 from .health import health
 from .remote import HarnessError
@@ -82,12 +81,6 @@ def _latency(dev: DeviceSession, repeat: int, number: int) -> dict:
             "min_ms": float(ms.min()), "mean_ms": float(ms.mean())}
 
 
-def _match_psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR between two uint8 outputs, full image, no crop (inf when identical)."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else float(10 * np.log10(255.0**2 / mse))
-
-
 def bench_device(cfg: BenchConfig) -> dict:
     """Run every image of a dataset on the device and measure latency and quality.
 
@@ -143,9 +136,9 @@ def bench_device(cfg: BenchConfig) -> dict:
             "tiles": _tiles(dev.engine, planes.shape), "wall_ms": wall,
             "psnr_hr": psnr(dev_img, pair.hr, scale), "ssim_hr": ssim(dev_img, pair.hr, scale),
             "psnr_bicubic": psnr(_bicubic(pair.lr, scale), pair.hr, scale),
-            "psnr_vs_host_tvm": _match_psnr(dev_img, output_to_image(host_raw, colour)),
+            "psnr_vs_host_tvm": match_psnr(dev_img, output_to_image(host_raw, colour)),
             "max_abs_diff_vs_host_tvm": float(np.abs(dev_raw - host_raw).max()),
-            "psnr_vs_torch": _match_psnr(dev_img, run_torch(model, pair.lr, colour)),
+            "psnr_vs_torch": match_psnr(dev_img, run_torch(model, pair.lr, colour)),
         })
         if cfg.on_image:
             cfg.on_image(i)

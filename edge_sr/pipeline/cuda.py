@@ -55,7 +55,7 @@ def check_cuda_kernels(ex, target: tvm.target.Target) -> dict:
         except Exception as exc:  # nvcc's log: keep the first line that says error
             lines = [ln for ln in str(exc).splitlines() if "error" in ln.lower()]
             raise CudaCompileError(f"nvcc could not compile the CUDA kernels for {arch}: "
-                             f"{(lines or [type(exc).__name__])[0].strip()}") from None
+                                   f"{(lines or [type(exc).__name__])[0].strip()}") from None
     version = subprocess.run(["nvcc", "--version"], capture_output=True, text=True).stdout
     return {"arch": arch, "kernels": sum(s.count("__global__") for s in sources),
             "fatbin_bytes": size, "compile_seconds": round(time.time() - t0, 1),

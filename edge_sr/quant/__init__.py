@@ -193,8 +193,14 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
 
     psnr_float = _val_psnr(gm, pairs, spec)
     psnr_int8 = psnr_of(plan)
-    history = [{"float_layers": [], "int16_activations": [], "psnr_int8": psnr_int8}]
     int16, gain16 = [], {}
+
+    def step() -> dict:  # one line of the report's fallback history
+        return {"float_layers": sorted(layer_path(gm, n) for n in plan.float_layers),
+                "int16_activations": [layer_path(gm, n) for n in int16],
+                "psnr_int8": psnr_int8}
+
+    history = [step()]
     if cfg.fallback and cfg.int16_fallback and psnr_float - psnr_int8 > cfg.max_drop / 2:
         gain16 = {t: psnr_of(with_int16(plan, stats, [t])) - psnr_int8
                   for t in int16_candidates(gm, plan)}
@@ -204,8 +210,7 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
             plan = with_int16(plan, stats, [t])
             int16.append(t)
             psnr_int8 = psnr_of(plan)
-            history.append({"float_layers": [], "psnr_int8": psnr_int8,
-                            "int16_activations": [layer_path(gm, n) for n in int16]})
+            history.append(step())
     sensitivity: dict[str, float] = {}
     if psnr_float - psnr_int8 > cfg.max_drop / 2 and (cfg.fallback or cfg.report_culprits):
         sensitivity = {n: psnr_of(replace(plan, float_layers={n})) - psnr_int8
@@ -218,9 +223,7 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
             break
         plan.float_layers.add(name)
         psnr_int8 = psnr_of(plan)
-        history.append({"float_layers": sorted(layer_path(gm, n) for n in plan.float_layers),
-                        "int16_activations": [layer_path(gm, n) for n in int16],
-                        "psnr_int8": psnr_int8})
+        history.append(step())
     report = {
         "observer": cfg.observer,
         "activations": "symmetric int8/uint8" if cfg.symmetric else "asymmetric uint8",

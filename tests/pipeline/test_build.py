@@ -125,7 +125,7 @@ NO_CUDA_TOOLKIT = pytest.mark.skipif(targets.find_cuda_toolkit() is None,
 
 def _has_gpu() -> bool:
     try:
-        return bool(subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0)
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
     except OSError:
         return False
 
