@@ -181,10 +181,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     if "quality" in manifest:
         qual = manifest["quality"]
         print(f"int8 guard: float32 {qual['psnr_float32']:.3f} dB -> int8 "
-              f"{qual['psnr_int8']:.3f} dB (drop {qual['drop']:.3f} <= {qual['max_drop']}); "
+              f"{qual['psnr_int8']:.3f} dB (drop {qual['drop']:.3f} <= {qual['max_drop']}"
+              f"{_goal_note(qual)}); "
               f"16-bit activations: {', '.join(qual.get('int16_activations', [])) or 'none'}; "
               f"float layers: {', '.join(qual['float_layers']) or 'none'}")
     return 0
+
+
+def _goal_note(qual: dict) -> str:
+    goal = qual.get("goal")
+    if goal is None or goal >= qual["max_drop"]:
+        return ""
+    return f"; model goal {goal}: {'met' if qual['drop'] <= goal else 'NOT met'}"
 
 
 @command

@@ -47,8 +47,9 @@ class QuantConfig:
         observer: ``minmax``, ``percentile`` or ``mse``.
         calib_images: Random LR crops from the training sets used for calibration.
         crop: LR crop size of those crops.
-        max_drop: The build's PSNR guard (dB). Layers fall back to float until the
-            validation drop is under half of it: headroom for the test set.
+        max_drop: The build's PSNR guard (dB). The fallback works until the validation
+            drop is under half of it, or of the model's own ``int8_goal`` when that is
+            tighter: headroom for the test set.
         datasets: Calibration image folders (training sets, never the test sets).
         seed: Crop sampling seed.
         fallback: Keep sensitive layers float (mixed precision); False quantizes every
@@ -152,7 +153,8 @@ def _learned_acts(plan: QuantPlan, learned: dict) -> dict:
 def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
     """Calibrate a deploy-form model and choose its int8 plan with float fallbacks.
 
-    Fallback, while the validation drop exceeds half the guard: first activation
+    Fallback, while the validation drop exceeds the aim (half of the guard or of the
+    model's ``int8_goal``, the tighter): first activation
     tensors go to 16 bits, in the order of their gain (each measured once alone); then
     every layer's leave-one-out gain (dB recovered by keeping it float) is measured once
     and layers join the float set in that order (n + k simulations for n candidates and
@@ -191,6 +193,7 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
     def psnr_of(p: QuantPlan) -> float:
         return _val_psnr(lambda x: simulate(gm, p, x), pairs, spec)
 
+    aim = min(cfg.max_drop, spec.int8_goal) / 2
     psnr_float = _val_psnr(gm, pairs, spec)
     psnr_int8 = psnr_of(plan)
     int16, gain16 = [], {}
@@ -201,23 +204,23 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
                 "psnr_int8": psnr_int8}
 
     history = [step()]
-    if cfg.fallback and cfg.int16_fallback and psnr_float - psnr_int8 > cfg.max_drop / 2:
+    if cfg.fallback and cfg.int16_fallback and psnr_float - psnr_int8 > aim:
         gain16 = {t: psnr_of(with_int16(plan, stats, [t])) - psnr_int8
                   for t in int16_candidates(gm, plan)}
         for t in sorted(gain16, key=gain16.get, reverse=True):
-            if psnr_float - psnr_int8 <= cfg.max_drop / 2 or gain16[t] <= 0:
+            if psnr_float - psnr_int8 <= aim or gain16[t] <= 0:
                 break
             plan = with_int16(plan, stats, [t])
             int16.append(t)
             psnr_int8 = psnr_of(plan)
             history.append(step())
     sensitivity: dict[str, float] = {}
-    if psnr_float - psnr_int8 > cfg.max_drop / 2 and (cfg.fallback or cfg.report_culprits):
+    if psnr_float - psnr_int8 > aim and (cfg.fallback or cfg.report_culprits):
         sensitivity = {n: psnr_of(replace(plan, float_layers={n})) - psnr_int8
                        for n in conv_layers(gm)}
     budget = int(cfg.max_float_fraction * len(conv_layers(gm)))
     for name in sorted(sensitivity, key=sensitivity.get, reverse=True):
-        if not cfg.fallback or psnr_float - psnr_int8 <= cfg.max_drop / 2:
+        if not cfg.fallback or psnr_float - psnr_int8 <= aim:
             break
         if len(plan.float_layers) >= budget:  # past this it is a float model: say so
             break
@@ -231,6 +234,7 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
         "calibration_crops": int(len(lr)), "crop": cfg.crop, "equalized_pairs": equalized,
         "weight_rounding": rounding,
         "validation": f"{cfg.validation}: {len(pairs)} whole images",
+        "goal_db": spec.int8_goal, "aim_db": aim,
         "validation_psnr_float32": psnr_float, "validation_psnr_int8": psnr_int8,
         "layers": len(conv_layers(gm)),
         "float_layers": sorted(layer_path(gm, n) for n in plan.float_layers),
