@@ -93,6 +93,9 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "int8"])
     p.add_argument("--layout", choices=["NCHW", "NHWC"],
                    help="conv layout inside the module (default: the target's choice)")
+    p.add_argument("--io", choices=["float32", "uint8"], default="float32",
+                   help="image tensors in and out of the module: float32 on [0, 1] or "
+                        "uint8 pixels (no float conversion on the device)")
     p.add_argument("--tuning-db", help="MetaSchedule database folder (default: committed one)")
     p.add_argument("--out", default="artifacts", help="parent folder of the artifact")
     p.add_argument("--dump-ir", metavar="DIR", help="write the IR after every pass")
@@ -123,7 +126,7 @@ def build_config(args: argparse.Namespace):
                        dump_ir=args.dump_ir, weights=args.weights,
                        reference_dataset=args.reference_dataset, observer=args.observer,
                        calib_images=args.calib_images, max_psnr_drop=args.max_psnr_drop,
-                       fallback=args.fallback, layout=args.layout)
+                       fallback=args.fallback, layout=args.layout, io=args.io)
 
 
 def tune_config(args: argparse.Namespace, trials: int):

@@ -34,6 +34,11 @@ class Engine:
         return self.func(tvm.runtime.tensor(np.ascontiguousarray(x), self.device)).numpy()
 
     @property
+    def io(self) -> str:
+        """The module's image dtype: ``float32`` ([0, 1]) or ``uint8`` ([0, 255])."""
+        return self.manifest["input"].get("dtype", "float32")
+
+    @property
     def tile(self) -> tuple[int, int]:
         """The fixed input (H, W) of the module."""
         shape = self.manifest["input"]["shape"]
@@ -41,13 +46,22 @@ class Engine:
 
     def upscale(self, planes: np.ndarray,
                 progress: Callable[[Iterable], Iterable] | None = None) -> np.ndarray:
-        """CxHxW float32 model input (any size) -> C x sH x sW output, tiled seamlessly."""
+        """CxHxW model input (any size) -> C x sH x sW output, tiled seamlessly.
+
+        ``planes`` in the module's own dtype (float32 on [0, 1], or uint8) come back in
+        it; float32 planes given to a uint8 module are rounded to pixels on the way in
+        and the output is returned as float32 on [0, 1] again.
+        """
         m = self.manifest
         tile = self.tile
         if m["input"].get("dynamic"):  # run whole images (up to the bound) without padding
             tile = (min(tile[0], planes.shape[1]), min(tile[1], planes.shape[2]))
-        return upscale_tiled(planes, self, tile, int(m["scale"]),
-                             int(m["receptive_radius"]), progress=progress)
+        convert = self.io == "uint8" and planes.dtype != np.uint8
+        if convert:
+            planes = np.floor(np.clip(planes, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        out = upscale_tiled(planes, self, tile, int(m["scale"]),
+                            int(m["receptive_radius"]), progress=progress)
+        return out.astype(np.float32) / np.float32(255.0) if convert else out
 
 
 def load_local(artifact: str | Path, which: str = "library") -> Engine:

@@ -14,7 +14,17 @@ import time
 import numpy as np
 
 
-def profile_module(lib_path: str, shape: list[int], repeat: int = 5) -> list[dict]:
+def sample_input(shape: list[int], dtype: str = "float32") -> np.ndarray:
+    """A seeded random input of a module's shape and image dtype (float32 on [0, 1] or
+    uint8 pixels, see ``--io``)."""
+    rng = np.random.default_rng(0)
+    if dtype == "uint8":
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.random(shape, dtype=np.float32)
+
+
+def profile_module(lib_path: str, shape: list[int], repeat: int = 5,
+                   dtype: str = "float32") -> list[dict]:
     """Run ``main`` on a random input ``repeat`` times (after a warm-up) and time each call.
 
     Returns:
@@ -41,7 +51,7 @@ def profile_module(lib_path: str, shape: list[int], repeat: int = 5) -> list[dic
         return 0
 
     vm.set_instrument(instrument)
-    x = tvm.runtime.tensor(np.random.default_rng(0).random(shape, dtype=np.float32), dev)
+    x = tvm.runtime.tensor(sample_input(shape, dtype), dev)
     for _ in range(repeat + 1):
         runs.append([])
         vm["main"](x)
@@ -52,12 +62,16 @@ def profile_module(lib_path: str, shape: list[int], repeat: int = 5) -> list[dic
 
 
 def register() -> None:
-    """Register ``edge_sr.profile(file, shape_json, repeat) -> json`` (file: an upload)."""
+    """Register ``edge_sr.profile(file, input_json, repeat) -> json`` (file: an upload;
+    input_json: the input shape, or ``{"shape", "dtype"}``)."""
     import tvm
 
-    def remote(name: str, shape_json: str, repeat: int) -> str:
+    def remote(name: str, input_json: str, repeat: int) -> str:
         path = tvm.get_global_func("tvm.rpc.server.workpath")(name)
-        return json.dumps(profile_module(path, json.loads(shape_json), int(repeat)))
+        spec = json.loads(input_json)
+        shape, dtype = (spec["shape"], spec["dtype"]) if isinstance(spec, dict) else (
+            spec, "float32")
+        return json.dumps(profile_module(path, shape, int(repeat), dtype))
 
     tvm.register_global_func("edge_sr.profile", remote, override=True)
 

@@ -38,10 +38,10 @@ def upscale_tiled(
     out_channels: int | None = None,
     progress: Callable[[Iterable], Iterable] | None = None,
 ) -> np.ndarray:
-    """Upscale a CxHxW float32 image through ``run``, which maps (1,C,th,tw) -> (1,C',sth,stw).
+    """Upscale a CxHxW image through ``run``, which maps (1,C,th,tw) -> (1,C',sth,stw).
 
     Args:
-        image: Input, CxHxW float32.
+        image: Input, CxHxW, float32 (or uint8 for a uint8-I/O module: kept as is).
         run: The fixed-size module call.
         tile: (th, tw), the module's input size.
         scale: Upscaling factor.
@@ -50,15 +50,16 @@ def upscale_tiled(
         progress: Optional wrapper for the tile iterator (e.g. ``tqdm``).
 
     Returns:
-        C'x(sH)x(sW) float32. Equal to a whole-image run when the image is at least the
-        tile size; a smaller image is edge-extended to the tile, which changes only its
-        outer receptive-radius band slightly.
+        C'x(sH)x(sW), in ``run``'s output dtype. Equal to a whole-image run when the
+        image is at least the tile size; a smaller image is edge-extended to the tile,
+        which changes only its outer receptive-radius band slightly.
     """
     c, h, w = image.shape
     th, tw = tile
     ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
     oy, ox = _owned(ys, h, th), _owned(xs, w, tw)
-    out = np.empty((out_channels or c, h * scale, w * scale), np.float32)
+    keep = image.dtype if image.dtype == np.uint8 else np.float32
+    out = None
     jobs = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
     for i, j in progress(jobs) if progress else jobs:
         y0, x0 = ys[i], xs[j]
@@ -67,8 +68,10 @@ def upscale_tiled(
         # border would darken the outer band (zero input is not zero padding at every
         # layer once biases act), a replicated one is a plausible continuation.
         fill = ((0, 0), (0, th - crop.shape[1]), (0, tw - crop.shape[2]))
-        patch = np.pad(crop, fill, mode="edge")[None].astype(np.float32, copy=False)
+        patch = np.pad(crop, fill, mode="edge")[None].astype(keep, copy=False)
         res = run(patch)[0]
+        if out is None:
+            out = np.empty((out_channels or c, h * scale, w * scale), res.dtype)
         (a, b), (p, q) = oy[i], ox[j]
         out[:, a * scale : b * scale, p * scale : q * scale] = res[
             :, (a - y0) * scale : (b - y0) * scale, (p - x0) * scale : (q - x0) * scale]

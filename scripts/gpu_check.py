@@ -35,6 +35,7 @@ from edge_sr.evaluate import load_pairs, output_to_image  # noqa: E402
 from edge_sr.metrics import match_psnr, psnr  # noqa: E402
 from edge_sr.models import get_spec, load_model  # noqa: E402
 from runtime.engine import load_local  # noqa: E402
+from runtime.profile import sample_input  # noqa: E402
 
 
 def quality(engine, model, pairs, scale: int, colour: str) -> dict:
@@ -68,8 +69,7 @@ def tvm_latency(engine, repeat: int) -> list[float]:
     import tvm
 
     shape = engine.manifest["input"]["shape"]
-    x = tvm.runtime.tensor(np.random.default_rng(0).random(shape, dtype=np.float32),
-                           engine.device)
+    x = tvm.runtime.tensor(sample_input(shape, engine.io), engine.device)
     engine.func(x)
     timer = engine.vm.time_evaluator("main", engine.device, number=10, repeat=repeat)
     return [t * 1e3 for t in timer(x).results]

@@ -12,6 +12,7 @@ import numpy as np
 
 from runtime.artifact import read_manifest, verified_library, write_json_atomic
 from runtime.engine import load_local
+from runtime.profile import sample_input
 
 from ..data import to_model_input
 from ..evaluate import load_pairs, output_to_image, run_torch
@@ -69,8 +70,7 @@ def _latency(dev: DeviceSession, repeat: int, number: int) -> dict:
     shape = engine.manifest["input"]["shape"]
 
     def run():
-        x = tvm.runtime.tensor(np.random.default_rng(0).random(shape, dtype=np.float32),
-                               engine.device)
+        x = tvm.runtime.tensor(sample_input(shape, engine.io), engine.device)
         engine.func(x)  # warm-up outside the timed repeats (first-call allocation)
         timer = engine.vm.time_evaluator("main", engine.device, number=number, repeat=repeat)
         return timer(x).results

@@ -29,11 +29,13 @@ def profile_artifact(artifact: str | Path, device: str | None = None,
     manifest = read_manifest(artifact)
     lib = verified_library(artifact, manifest)
     shape = manifest["input"]["shape"]
+    io = manifest["input"].get("dtype", "float32")
     if device or tracker:
         sess = connect(device, tracker, key)
         name = upload_library(sess, artifact, manifest)  # refuses another architecture
         try:
-            calls = json.loads(sess.get_function("edge_sr.profile")(name, json.dumps(shape),
+            what = shape if io == "float32" else {"shape": shape, "dtype": io}
+            calls = json.loads(sess.get_function("edge_sr.profile")(name, json.dumps(what),
                                                                       repeat))
         except Exception as exc:  # noqa: BLE001 - RPC errors come in many types
             raise HarnessError(f"profiling on {tracker or device} failed: "
@@ -43,7 +45,7 @@ def profile_artifact(artifact: str | Path, device: str | None = None,
         check_machine(manifest)  # an aarch64 library cannot be profiled here
         from runtime.profile import profile_module
 
-        calls = profile_module(str(lib), shape, repeat)
+        calls = profile_module(str(lib), shape, repeat, io)
         where = "local"
     model = load_model(manifest["model"], manifest["build"]["config"].get("weights"))
     # the layers the module computes: the build's PyTorch rewrites can merge them (XLSR's

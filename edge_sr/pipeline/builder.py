@@ -26,7 +26,7 @@ from ..models import ModelSpec, get_spec, load_model
 from ..models.analysis import receptive_radius
 from ..quant.lower import lower_to_relax
 from .cuda import check_cuda_kernels
-from .passes import LAYOUTS, passes_for, run_passes
+from .passes import LAYOUTS, passes_for, run_passes, uint8_io
 from .torch_passes import DEFAULT_TORCH_PASSES, run_torch_passes
 
 TUNING_DIR = Path(target_registry.__file__).resolve().parent / "tuning"
@@ -64,6 +64,8 @@ class BuildConfig:
         layout: Conv layout inside the module, ``NCHW`` or ``NHWC`` (default: the
             target's choice for the dtype, ``TargetSpec.layouts``); input and output
             stay NCHW either way.
+        io: Image tensors in and out of the module: ``float32`` on [0, 1] (default) or
+            ``uint8`` on [0, 255] (the image's own pixels, the ``uint8_io`` pass).
     """
 
     model: str = DEFAULT_MODEL
@@ -84,6 +86,10 @@ class BuildConfig:
     enforce_guard: bool = True
     use_tuning: bool = True
     layout: str | None = None
+    io: str = "float32"
+
+
+IO_DTYPES = ("float32", "uint8")
 
 
 def export_program(model: torch.nn.Module, spec: ModelSpec, size: tuple[int, int],
@@ -279,6 +285,8 @@ def lower(cfg: BuildConfig) -> Lowered:
     target_registry.check_toolchain(tspec)
     if cfg.dtype not in ("float32", "int8"):
         raise BuildError(f"unknown dtype {cfg.dtype}: choose float32 or int8")
+    if cfg.io not in IO_DTYPES:
+        raise BuildError(f"unknown --io {cfg.io}: choose {' or '.join(IO_DTYPES)}")
     if cfg.dtype == "int8" and cfg.dynamic:
         raise BuildError("int8 builds need a static --size (the plan is per shape)")
     target = target_registry.tvm_target(tspec)
@@ -295,6 +303,8 @@ def lower(cfg: BuildConfig) -> Lowered:
     else:
         rewritten = run_torch_passes(model, DEFAULT_TORCH_PASSES)
         raw = import_relax(export_program(rewritten, spec, cfg.size, cfg.dynamic))
+    if cfg.io == "uint8":
+        raw = uint8_io(raw)
     layout = cfg.layout or tspec.layout(cfg.dtype)
     if layout not in LAYOUTS:
         raise BuildError(f"unknown --layout {layout}: choose NCHW or NHWC")
@@ -308,7 +318,8 @@ def build(cfg: BuildConfig) -> Path:
     """Build a model for a target and write its artifact folder.
 
     Returns:
-        The artifact folder ``cfg.out/MODEL-TARGET-DTYPE``.
+        The artifact folder ``cfg.out/MODEL-TARGET-DTYPE`` (``-uint8io`` appended for
+        ``io="uint8"``).
 
     Raises:
         BuildError, ModelError, TargetError: one-line reasons (unknown names, missing
@@ -323,14 +334,16 @@ def build(cfg: BuildConfig) -> Path:
     mod, tuning = apply_tuning(mod, target, db if use_db else None)
     ex = compile_module(mod, target)
     cuda = check_cuda_kernels(ex, target) if tspec.kind == "cuda" else None
-    name = f"{cfg.model}-{tspec.name}-{cfg.dtype}"
+    name = f"{cfg.model}-{tspec.name}-{cfg.dtype}" + ("-uint8io" if cfg.io == "uint8" else "")
     with atomic_dir(Path(cfg.out) / name) as tmp:
         export_library(ex, tmp / "model.so", tspec)
         manifest = {
             "format": FORMAT_VERSION, "model": cfg.model, "scale": spec.scale,
             "colour": spec.colour, "dtype": cfg.dtype, "receptive_radius": radius,
             "input": {"shape": [1, spec.channels, *cfg.size], "dynamic": cfg.dynamic,
-                      "layout": "NCHW", "range": [0.0, 1.0]},
+                      "layout": "NCHW", "dtype": cfg.io,
+                      "range": [0.0, 255.0] if cfg.io == "uint8" else [0.0, 1.0]},
+            "output": {"dtype": cfg.io},
             "target": {"name": tspec.name, "tvm": json.loads(str(target)),
                        "arch": tspec.arch, "kind": tspec.kind},
             "tvm_version": tvm.__version__, "tuning": tuning,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import tvm
 from tvm import relax
 
@@ -39,7 +40,50 @@ def _layout_nhwc() -> tvm.transform.Pass:
     return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})
 
 
+def _u8(bb: relax.BlockBuilder, y: relax.Expr) -> relax.Var:
+    """[0, 1] float -> uint8 with the evaluation convention (x255, round half up, clip)."""
+    f32 = lambda v: relax.const(np.float32(v))  # noqa: E731
+    t = bb.emit(relax.op.floor(relax.op.add(relax.op.multiply(y, f32(255.0)), f32(0.5))))
+    t = bb.emit(relax.op.minimum(relax.op.maximum(t, f32(0.0)), f32(255.0)))
+    return bb.emit(relax.op.astype(t, "uint8"))
+
+
+@tvm.transform.module_pass(opt_level=0, name="Uint8IO")
+def uint8_io(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """``main(x: float32) -> float32`` on [0, 1] becomes ``main(x: uint8) -> uint8`` on
+    [0, 255]: the image's own pixels in and out, no float conversion on the device.
+
+    The old body is kept as it is (its input is ``x / 255``, its output rounded): an
+    int8 module's input quantization (scale 1/255, zero point 0) then takes the uint8
+    pixels back exactly, and its output equals the float-I/O module's rounded.
+    """
+    main = mod["main"]
+    if len(main.params) != 1:
+        raise ValueError("uint8_io needs a one-input main")
+    (x,) = main.params
+    if x.ty.dtype != "float32":
+        raise ValueError(f"uint8_io: main already takes {x.ty.dtype}")
+    bb = relax.BlockBuilder()
+    inner = bb.add_func(main.without_attr("global_symbol"), "main_float32")
+    xu = relax.Var("x", relax.TensorType(x.ty.shape, "uint8"))
+    with bb.function("main", [xu], attrs=dict(main.attrs) if main.attrs else None):
+        xf = bb.emit(relax.op.multiply(relax.op.astype(xu, "float32"),
+                                       relax.const(np.float32(1.0 / 255.0))))
+        y = bb.emit(relax.Call(inner, [xf]))
+        bb.emit_func_output(_u8(bb, y))
+    for gv, func in mod.functions_items():
+        if gv.name_hint != "main":
+            bb.add_func(func, gv.name_hint)
+    # One function and one dataflow block again, so that FuseOps can merge the casts
+    # into the first and last kernels.
+    seq = tvm.transform.Sequential([relax.transform.InlinePrivateFunctions(),
+                                    relax.transform.ToNonDataflow(),
+                                    relax.transform.ConvertToDataflow()])
+    return seq(bb.get())
+
+
 PASSES: dict[str, Callable[[], tvm.transform.Pass]] = {
+    "uint8_io": lambda: uint8_io,
     "layout_nhwc": _layout_nhwc,
     "fold_constant": relax.transform.FoldConstant,
     "legalize": relax.transform.LegalizeOps,

@@ -212,15 +212,17 @@ def test_qat_checkpoint_is_a_deploy_form_that_loads(tmp_path):
 @pytest.mark.device
 @pytest.mark.parametrize(("model", "target"), [
     ("xlsr_x3", "arm"), ("xlsr_x3", "rpi5"),  # rpi5: NHWC, signed storage, sdot
-    ("fsrcnn_x2", "rpi5"),  # 16-bit tensors (its 0.05 dB goal) beside signed 8-bit ones
-])
+    ("fsrcnn_x2", "rpi5"),  # 16-bit tensors (its 0.05 dB goal) beside signed 8-bit ones,
+])                          # and uint8 image I/O
 def test_int8_on_the_device_equals_host_int8(tmp_path, model, target):
     from edge_sr.harness import BenchConfig, bench_device
 
+    io = "uint8" if model == "fsrcnn_x2" else "float32"
     art = build(BuildConfig(model=model, target=target, size=(48, 48), dtype="int8",
-                            out=str(tmp_path), calib_images=16, max_psnr_drop=1.0))
+                            out=str(tmp_path), calib_images=16, max_psnr_drop=1.0, io=io))
     if model == "fsrcnn_x2":
-        assert read_manifest(art)["quality"]["int16_activations"]
+        m = read_manifest(art)
+        assert m["quality"]["int16_activations"] and m["input"]["dtype"] == "uint8"
     report = bench_device(BenchConfig(str(art), limit=1, repeat=2, out=str(tmp_path / "r")))
     assert report["summary"]["max_abs_diff_vs_host_tvm"] == 0.0
     assert report["summary"]["psnr_hr"] > report["summary"]["psnr_bicubic"]
