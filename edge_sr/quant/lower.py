@@ -70,8 +70,12 @@ class _Lowerer:
         """Apply an activation to ``t`` expressed in units of ``unit`` (positive)."""
         if isinstance(mod, nn.PReLU):
             slope = mod.weight.detach().numpy().reshape(1, -1, 1, 1)
-            return self.emit(R.where(R.greater(t, _const(0.0)), t,
-                                     R.multiply(t, _const(slope))))
+            # max(t, 0) + slope * min(t, 0): the same float32 result as where(t > 0,
+            # t, slope * t), bit for bit, but from binary ops that ConvertLayout moves
+            # to NHWC; `where` made it wrap each epilogue in transposes (rpi5 int8).
+            zero = _const(0.0)
+            return self.emit(R.add(R.maximum(t, zero),
+                                   R.multiply(R.minimum(t, zero), _const(slope))))
         if isinstance(mod, nn.ReLU):
             return self.emit(R.maximum(t, _const(0.0)))
         lo, hi = mod.min_val / unit, mod.max_val / unit

@@ -344,3 +344,19 @@ def test_fsrcnn_x2_meets_its_goal_with_16_bit_activations_and_no_float_layer():
     assert len(loose["int16_activations"]) < len(rep["int16_activations"])
     int16 = [n for n, q in plan.acts.items() if q.dtype == "int16"]
     assert len(int16) >= len(rep["int16_activations"])
+
+
+def test_nhwc_int8_epilogues_fuse_into_their_convs():
+    # rpi5 int8 runs NHWC: a PReLU lowered through `where` (no layout rule) kept its
+    # epilogue NCHW, in kernels of its own between transposes; max/min/multiply/add move
+    # with the conv, and each requantization fuses into its conv's kernel
+    from edge_sr.pipeline.builder import lower
+
+    low = lower(BuildConfig(model="fsrcnn_x2", target="rpi5", size=(48, 48), dtype="int8",
+                            calib_images=16, reference_dataset=""))
+    kernels = [gv.name_hint for gv, _ in low.mod.functions_items() if gv.name_hint != "main"]
+    convs = [k for k in kernels if "conv2d" in k]
+    assert len(convs) == 5  # FSRCNN: 4 requantizing convs + the float output tail
+    assert sum("floor" in k for k in convs) == 4
+    alone = [k for k in kernels if "floor" in k and "conv2d" not in k]
+    assert len(alone) == 1 and "pad" in alone[0]  # the input's quantization only
