@@ -69,8 +69,10 @@ def _dot_instructions(lib) -> int:
 @pytest.mark.skipif(shutil.which(OBJDUMP) is None,
                     reason=f"{OBJDUMP} (binutils-aarch64-linux-gnu) not installed")
 def test_rpi5_int8_uses_sdot_and_only_because_of_the_layout(tmp_path):
+    # all 8-bit: the fallback aims at FSRCNN's 0.05 dB goal whatever the guard, and its
+    # 16-bit tensors feed int16 x int8 convs, which have no sdot
     kw = dict(model="fsrcnn_tiny_x2", target="rpi5", size=(24, 24), dtype="int8",
-              calib_images=16, max_psnr_drop=10.0, reference_dataset="")
+              calib_images=16, max_psnr_drop=10.0, reference_dataset="", fallback=False)
     art = build(BuildConfig(out=str(tmp_path / "nhwc"), **kw))
     nchw = build(BuildConfig(out=str(tmp_path / "nchw"), layout="NCHW", **kw))
     assert _dot_instructions(art / "model.so") > 0
