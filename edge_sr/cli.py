@@ -134,12 +134,15 @@ def tune_config(args: argparse.Namespace, trials: int):
     from .pipeline.tune import TuneConfig
 
     return TuneConfig(build=build_config(args), trials=trials, minutes=args.minutes,
-                      tracker=args.tracker, key=args.key)
+                      per_iter=args.per_iter, tracker=args.tracker, key=args.key)
 
 
 def add_tune_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tuning")
     g.add_argument("--minutes", type=float, default=0, help="wall-clock budget (0: none)")
+    g.add_argument("--per-iter", type=int, default=16,
+                   help="candidates per kernel per search step (a round is kernels x this; "
+                        "smaller rounds suit slow devices, default 16)")
     g.add_argument("--tracker", help="tracker HOST:PORT that grants the device (device targets)")
     g.add_argument("--key", default="", help="device key at the tracker (default: the target's)")
 
@@ -153,6 +156,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
           f"{result['state']}: {result['tuned']}/{result['kernels']} kernels have a tuned "
           f"schedule in {result['database']} ({result['records']} records, "
           f"{result['trials']} trials in {result['seconds']} s)")
+    return 0
+
+
+@command
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .pipeline.tunedb import PruneConfig, prune
+
+    r = prune(PruneConfig(build=build_config(args), keep=args.keep, dry_run=args.dry_run))
+    after = "would keep" if args.dry_run else "kept"
+    print(json.dumps(r) if args.json else
+          f"{r['database']}: {after} {r['records_after']} of {r['records_before']} records, "
+          f"{r['workloads_after']} of {r['workloads_before']} workloads, "
+          f"{r['bytes_before'] / 1e6:.2f} -> {(r['bytes_after'] or 0) / 1e6:.2f} MB "
+          f"({r['seconds']} s)")
     return 0
 
 
@@ -266,9 +283,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
 @command
 def cmd_profile(args: argparse.Namespace) -> int:
     from .harness.profile import format_profile, profile_artifact
+    from .harness.remote import HarnessError
 
+    if args.onnxruntime and (args.device or args.tracker):
+        raise HarnessError("--onnxruntime profiles on this machine only: leave out "
+                           "--device/--tracker")
     prof = profile_artifact(args.artifact, args.device, args.tracker, args.key, args.repeat)
-    print(json.dumps(prof) if args.json else format_profile(prof))
+    if not args.onnxruntime:
+        print(json.dumps(prof) if args.json else format_profile(prof))
+        return 0
+    from .harness.ort_profile import format_ort_profile, profile_onnxruntime
+
+    peer = profile_onnxruntime(args.artifact, args.repeat)
+    print(json.dumps({"tvm": prof, "onnxruntime": peer}) if args.json else
+          format_profile(prof) + "\n\n" + format_ort_profile(peer))
     return 0
 
 
@@ -374,6 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     add_tune_args(p)
 
+    p = sub.add_parser("prune", help="keep only the records a model's builds use in its "
+                                     "tuning database")
+    add_build_args(p)
+    p.add_argument("--keep", type=int, default=8, help="best records kept per kernel")
+    p.add_argument("--dry-run", action="store_true", help="count only, write nothing")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("bench-device", help="run an artifact on a device over RPC")
     p.add_argument("--artifact", required=True)
     p.add_argument("--device", default="127.0.0.1:9090", help="RPC server HOST:PORT")
@@ -394,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="latency of PyTorch, ONNX Runtime and TVM side by side")
     p.add_argument("--model", nargs="+", default=["fsrcnn_x2"])
     p.add_argument("--target", default="host")
-    p.add_argument("--size", type=parse_size, default=(360, 640), help="LR input HxW")
+    p.add_argument("--size", type=parse_size, default=None,
+                   help="LR input HxW (default 360x640; 180x320 for x4 models)")
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--runtimes", nargs="+", default=list(_runtimes()),
                    help="subset of: %(default)s")
@@ -409,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracker", help="RPC tracker HOST:PORT (use with --key)")
     p.add_argument("--key", default="")
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--onnxruntime", action="store_true",
+                   help="also ONNX Runtime's per-node profile of the same model and input "
+                        "(this machine only)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("device", help="the board over its serial console (info, RPC server)")

@@ -133,6 +133,17 @@ def _scheduled(f) -> bool:
     return any(bool(f.attrs.get(k, False)) for k in ("tirx.is_scheduled", "tir.is_scheduled"))
 
 
+def register_intrinsics_for(records: Path) -> None:
+    """Register TVM's tensor intrinsics if a database's schedules use one (sdot).
+
+    A tensorized schedule names its intrinsic, which exists only once
+    ``tvm.s_tir.tensor_intrin`` is imported; the import parses hundreds of TVMScript
+    functions (seconds), so it happens only for databases that need it.
+    """
+    if records.is_file() and '"Tensorize"' in records.read_text():
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+
+
 def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
                  db_path: Path | None) -> tuple[tvm.IRModule, dict]:
     """Replace kernels by their tuned schedules from a MetaSchedule JSON database.
@@ -149,6 +160,7 @@ def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
     files = [work / WORKLOAD, work / RECORDS]
     if not all(f.is_file() for f in files):
         raise BuildError(f"tuning database {work} lacks {files[0].name}/{files[1].name}")
+    register_intrinsics_for(files[1])
     try:
         db = ms.database.JSONDatabase(path_workload=str(files[0]),
                                       path_tuning_record=str(files[1]), allow_missing=False)

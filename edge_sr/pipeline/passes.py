@@ -84,8 +84,15 @@ def uint8_io(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
 
 # uint8_io is not a pass-list entry: it changes the module's signature, which the
 # manifest records from BuildConfig.io; the build applies it to the imported module.
+def _dot4_conv() -> tvm.transform.Pass:
+    from .dot4 import dot4_conv
+
+    return dot4_conv
+
+
 PASSES: dict[str, Callable[[], tvm.transform.Pass]] = {
     "layout_nhwc": _layout_nhwc,
+    "dot4_conv": _dot4_conv,
     "fold_constant": relax.transform.FoldConstant,
     "legalize": relax.transform.LegalizeOps,
     "annotate_op_pattern": relax.transform.AnnotateTIROpPattern,
@@ -104,17 +111,25 @@ DEFAULT_PASSES: list[str] = ["fold_constant", "legalize", "annotate_op_pattern",
 LAYOUTS = ("NCHW", "NHWC")
 
 
+def _has_dotprod(target: tvm.target.Target) -> bool:
+    return bool(target.attrs.get("feature.has_dotprod", False))
+
+
 def passes_for(target: tvm.target.Target, layout: str = "NCHW",
                dtype: str = "float32") -> list[str]:
     """The default pass list for a target, conv layout (``NCHW`` or ``NHWC``) and dtype.
 
-    NHWC converts first, so that constant folding bakes the transposed weights; GPU
+    NHWC converts first, so that constant folding bakes the transposed weights; int8
+    NHWC on a dot-product CPU then packs conv weights for ``sdot`` (``dot4_conv``); GPU
     targets end with a default schedule (``dlight_gpu_spatial`` for int8 kernels).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}: choose NCHW or NHWC")
     head = ["layout_nhwc"] if layout == "NHWC" else []
     if "gpu" not in target.keys:
+        if layout == "NHWC" and dtype == "int8" and _has_dotprod(target):
+            # after the first fold_constant: the packing needs the OHWI weights baked
+            return head + DEFAULT_PASSES[:1] + ["dot4_conv"] + DEFAULT_PASSES[1:]
         return head + DEFAULT_PASSES
     return head + DEFAULT_PASSES + ["dlight_gpu_spatial" if dtype == "int8" else "dlight_gpu"]
 

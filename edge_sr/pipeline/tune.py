@@ -27,7 +27,16 @@ import tvm
 
 import targets as target_registry
 
-from .builder import RECORDS, WORKLOAD, BuildConfig, BuildError, apply_tuning, lower, tuning_dir
+from .builder import (
+    RECORDS,
+    WORKLOAD,
+    BuildConfig,
+    BuildError,
+    apply_tuning,
+    lower,
+    register_intrinsics_for,
+    tuning_dir,
+)
 
 
 @dataclass
@@ -186,6 +195,8 @@ def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
     """
     from tvm.s_tir import meta_schedule as ms
 
+    if cfg.per_iter < 1:
+        raise BuildError(f"--per-iter must be at least 1, not {cfg.per_iter}")
     t0 = time.time()
     low = lower(replace(cfg.build, reference_dataset=""))
     work = tuning_dir(cfg.build, low.tspec.name)
@@ -197,6 +208,7 @@ def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
     log(f"tuning {work.name}: {len(tasks)} kernels, {cfg.trials} trials"
         + (f" or {cfg.minutes:g} min" if cfg.minutes else "") + f", database {work} "
         f"({before} records already)")
+    register_intrinsics_for(work / RECORDS)
     database = ms.database.JSONDatabase(str(work / WORKLOAD), str(work / RECORDS))
     done = 0
     while done < cfg.trials and not (cfg.minutes and time.time() - t0 > cfg.minutes * 60):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from edge_sr.benchmark import BenchSpec, bench
+from edge_sr.benchmark import BenchSpec, bench, default_size
 from edge_sr.benchmark.peak import count_macs, cpu_peak, layer_macs
 from edge_sr.benchmark.runtimes import RUNTIMES
 
@@ -32,6 +32,19 @@ def test_macs_count_useful_work_of_convs_and_deconvs():
 def test_cpu_peak_is_cores_units_lanes_clock():
     p = cpu_peak(cores=4, ghz=2.0)
     assert p["peak_gflops"] == pytest.approx(4 * p["fma_units"] * p["lanes"] * 2 * 2.0)
+
+
+@pytest.mark.parametrize("model, size", [("fsrcnn_tiny_x2", (360, 640)),
+                                         ("xlsr_x3", (360, 640)), ("srresnet_b4_x4", (180, 320))])
+def test_default_input_gives_a_720p_or_larger_output(tmp_path, model, size):
+    from edge_sr.models import get_spec
+
+    scale = get_spec(model).scale
+    assert default_size(scale) == size and size[0] * scale >= 720
+    res = bench(BenchSpec(model=model, repeat=1, runtimes=("torch_eager",),
+                          work=str(tmp_path)))
+    assert res["input"] == [1, get_spec(model).channels, *size]
+    torch.set_num_threads(torch.get_num_threads())
 
 
 def test_bench_json_has_every_runtime(tmp_path):

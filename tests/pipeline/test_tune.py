@@ -87,3 +87,9 @@ def test_device_candidates_are_aarch64_libraries_in_folders_of_their_own(tmp_pat
     assert path.parent.name.startswith("edge-sr-tune-") and path.parent != Path("/tmp")
     elf = path.read_bytes()[:20]
     assert elf[:4] == b"\x7fELF" and int.from_bytes(elf[18:20], "little") == 183  # AArch64
+
+
+def test_per_iter_below_one_is_refused_before_any_work(tmp_path):
+    with pytest.raises(BuildError, match="--per-iter must be at least 1"):
+        tune(TuneConfig(build=_cfg(tmp_path, tuning_db=str(tmp_path / "db")), per_iter=0))
+    assert not (tmp_path / "db").exists()

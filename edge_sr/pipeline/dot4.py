@@ -1,0 +1,82 @@
+"""int8 convolutions shaped for 4-element dot-product instructions (Arm ``sdot``).
+
+MetaSchedule tensorizes a loop nest with TVM's ``dot_4x4_i8i8s32_sdot`` intrinsic only when
+each 4 x 4 weight tile it feeds is contiguous: ``C[i] += A[k] * B[i, k]`` with ``B`` a
+compact 4 x 4 block. In the OHWI weights of an NHWC conv the 4 output channels of a tile
+lie ``KH*KW*IC`` bytes apart, so the match fails ("Tensorize failed") and the tuned kernels
+fall back to plain NEON multiply-adds. Here the weights are packed at build time as
+``[OC/4, KH, KW, IC/4, 4 (oc), 4 (ic)]`` and the conv is computed over that layout; its
+result is exactly the conv's (the same int32 sums, in another order of blocks).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax, te, topi
+
+DOT = 4  # elements per sdot lane, and output channels per weight tile
+
+
+def pack_weight(w: np.ndarray) -> np.ndarray:
+    """OHWI int8 weights -> ``[OC/4, KH, KW, IC/4, 4, 4]`` (output then input channel)."""
+    oc, kh, kw, ic = w.shape
+    return np.ascontiguousarray(w.reshape(oc // DOT, DOT, kh, kw, ic // DOT, DOT)
+                                .transpose(0, 2, 3, 4, 1, 5))
+
+
+def conv2d_nhwc_dot4(data: te.Tensor, wp: te.Tensor, padding: tuple[int, int, int, int]):
+    """Stride-1 NHWC conv of int8 data with packed int8 weights, int32 out (NHWC)."""
+    top, left, bottom, right = padding
+    if any(padding):
+        data = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, 0], pad_value=0)
+    n, h, w, _ = (int(x) for x in data.shape)
+    oo, kh, kw, io, oi, ii = (int(x) for x in wp.shape)
+    ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+    ro, ri = te.reduce_axis((0, io), "rc_o"), te.reduce_axis((0, ii), "rc_i")
+    # Output channels as (block, lane): the lane and rc_i are the intrinsic's i and k.
+    conv = te.compute(
+        (n, h - kh + 1, w - kw + 1, oo, oi),
+        lambda b, y, x, o, j: te.sum(
+            data[b, y + ry, x + rx, ro * DOT + ri].astype("int32")
+            * wp[o, ry, rx, ro, j, ri].astype("int32"), axis=[ry, rx, ro, ri]),
+        name="conv2d_nhwc_dot4")
+    return topi.reshape(conv, (n, h - kh + 1, w - kw + 1, oo * oi))
+
+
+def _eligible(call: relax.Call) -> bool:
+    a = call.attrs
+    data, weight = call.args
+    if not isinstance(weight, tvm.ir.expr.Constant):
+        return False
+    shape = [int(s) for s in weight.value.shape]
+    return (data.ty.dtype == "int8" and weight.value.dtype == "int8"
+            and a.out_dtype == "int32" and a.data_layout == "NHWC"
+            and a.kernel_layout == "OHWI" and a.out_layout == "NHWC" and int(a.groups) == 1
+            and [int(s) for s in a.strides] == [1, 1] and [int(d) for d in a.dilation] == [1, 1]
+            and shape[0] % DOT == 0 and shape[3] % DOT == 0)
+
+
+@relax.expr_functor.mutator
+class _Rewriter(relax.PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = self.visit_expr_post_order(call)
+        if call.op != tvm.ir.Op.get("relax.nn.conv2d") or not _eligible(call):
+            return call
+        data, weight = call.args
+        wp = relax.const(pack_weight(weight.value.numpy()))
+        pad = tuple(int(p) for p in call.attrs.padding)
+        return self.builder_.call_te(conv2d_nhwc_dot4, data, wp, pad,
+                                     primfunc_name_hint="conv2d_dot4")
+
+
+@tvm.transform.module_pass(opt_level=0, name="Dot4Conv")
+def dot4_conv(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Every eligible int8 NHWC conv (stride 1, no groups, channels divisible by 4, constant
+    weights) becomes ``conv2d_nhwc_dot4`` over packed weights; others are left as they are.
+    Runs after constant folding (the weights must be constants, OHWI already baked)."""
+    rewriter = _Rewriter(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    return rewriter.builder_.get()
