@@ -82,14 +82,14 @@ def uint8_io(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return seq(bb.get())
 
 
-# uint8_io is not a pass-list entry: it changes the module's signature, which the
-# manifest records from BuildConfig.io; the build applies it to the imported module.
 def _dot4_conv() -> tvm.transform.Pass:
     from .dot4 import dot4_conv
 
     return dot4_conv
 
 
+# uint8_io is not a pass-list entry: it changes the module's signature, which the
+# manifest records from BuildConfig.io; the build applies it to the imported module.
 PASSES: dict[str, Callable[[], tvm.transform.Pass]] = {
     "layout_nhwc": _layout_nhwc,
     "dot4_conv": _dot4_conv,
