@@ -134,7 +134,8 @@ def tune_config(args: argparse.Namespace, trials: int):
     from .pipeline.tune import TuneConfig
 
     return TuneConfig(build=build_config(args), trials=trials, minutes=args.minutes,
-                      per_iter=args.per_iter, tracker=args.tracker, key=args.key)
+                      per_iter=args.per_iter, timeout=args.timeout, tracker=args.tracker,
+                      key=args.key)
 
 
 def add_tune_args(p: argparse.ArgumentParser) -> None:
@@ -143,6 +144,9 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--per-iter", type=int, default=16,
                    help="candidates per kernel per search step (a round is kernels x this; "
                         "smaller rounds suit slow devices, default 16)")
+    g.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds one candidate may take to build or run (default 60; "
+                        "large kernels on an emulated board need more)")
     g.add_argument("--tracker", help="tracker HOST:PORT that grants the device (device targets)")
     g.add_argument("--key", default="", help="device key at the tracker (default: the target's)")
 

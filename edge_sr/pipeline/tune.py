@@ -197,6 +197,8 @@ def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
 
     if cfg.per_iter < 1:
         raise BuildError(f"--per-iter must be at least 1, not {cfg.per_iter}")
+    if cfg.timeout <= 0:
+        raise BuildError(f"--timeout must be positive, not {cfg.timeout:g}")
     t0 = time.time()
     low = lower(replace(cfg.build, reference_dataset=""))
     work = tuning_dir(cfg.build, low.tspec.name)

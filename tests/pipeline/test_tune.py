@@ -93,3 +93,15 @@ def test_per_iter_below_one_is_refused_before_any_work(tmp_path):
     with pytest.raises(BuildError, match="--per-iter must be at least 1"):
         tune(TuneConfig(build=_cfg(tmp_path, tuning_db=str(tmp_path / "db")), per_iter=0))
     assert not (tmp_path / "db").exists()
+
+
+def test_cli_budget_flags_reach_the_tune_config(tmp_path):
+    from edge_sr.cli import build_parser, tune_config
+
+    args = build_parser().parse_args(["tune", "--model", "fsrcnn_tiny_x2", "--size", "32x32",
+                                      "--trials", "5", "--per-iter", "2", "--timeout", "300",
+                                      "--minutes", "1.5"])
+    cfg = tune_config(args, args.trials)
+    assert (cfg.trials, cfg.per_iter, cfg.timeout, cfg.minutes) == (5, 2, 300.0, 1.5)
+    with pytest.raises(BuildError, match="--timeout must be positive"):
+        tune(TuneConfig(build=_cfg(tmp_path, tuning_db=str(tmp_path / "db")), timeout=0))
