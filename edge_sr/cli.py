@@ -172,7 +172,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     print(json.dumps(r) if args.json else
           f"{r['database']}: {after} {r['records_after']} of {r['records_before']} records, "
           f"{r['workloads_after']} of {r['workloads_before']} workloads, "
-          f"{r['bytes_before'] / 1e6:.2f} -> {(r['bytes_after'] or 0) / 1e6:.2f} MB "
+          f"{r['bytes_before'] / 1e6:.2f} -> {r['bytes_after'] / 1e6:.2f} MB "
           f"({r['seconds']} s)")
     return 0
 

@@ -44,12 +44,21 @@ def quantize_onnx(fp32: str | Path, int8: str | Path, calib: np.ndarray,
     return Path(int8)
 
 
-def session(path: str | Path, threads: int = 0) -> Callable[[np.ndarray], np.ndarray]:
-    """An ORT CPU session as a function (1,C,H,W) float32 -> output."""
+def cpu_session(path: str | Path, threads: int = 0, profile_prefix: str | None = None):
+    """An ORT CPU ``InferenceSession`` (``threads`` 0: ORT's choice); with
+    ``profile_prefix`` it records ORT's per-node trace (``end_profiling()`` writes it)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def session(path: str | Path, threads: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """An ORT CPU session as a function (1,C,H,W) float32 -> output."""
+    sess = cpu_session(path, threads)
     return lambda x: sess.run(None, {"x": np.ascontiguousarray(x, np.float32)})[0]

@@ -37,7 +37,7 @@ def profile_onnxruntime(artifact: str | Path, repeat: int = 5, threads: int = 0)
     except ImportError:
         raise HarnessError("--onnxruntime needs onnxruntime (pip install -e '.[bench]')") \
             from None
-    from ..baselines.onnxrt import export_onnx
+    from ..baselines.onnxrt import cpu_session, export_onnx
 
     manifest = read_manifest(artifact)
     shape = manifest["input"]["shape"]
@@ -46,12 +46,7 @@ def profile_onnxruntime(artifact: str | Path, repeat: int = 5, threads: int = 0)
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     with tempfile.TemporaryDirectory() as work:
         path = export_onnx(model, spec, Path(work) / "model.onnx")
-        opts = ort.SessionOptions()
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(work) / "ort")
-        if threads:
-            opts.intra_op_num_threads = threads
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = cpu_session(path, threads, profile_prefix=str(Path(work) / "ort"))
         for _ in range(repeat + 1):  # the first run (warm-up) is dropped below
             sess.run(None, {"x": x})
         events = json.loads(Path(sess.end_profiling()).read_text())

@@ -133,15 +133,20 @@ def _scheduled(f) -> bool:
     return any(bool(f.attrs.get(k, False)) for k in ("tirx.is_scheduled", "tir.is_scheduled"))
 
 
-def register_intrinsics_for(records: Path) -> None:
-    """Register TVM's tensor intrinsics if a database's schedules use one (sdot).
+def open_database(work: Path, allow_missing: bool = True):
+    """MetaSchedule's JSON database in folder ``work``, tensor intrinsics registered first.
 
-    A tensorized schedule names its intrinsic, which exists only once
+    A tensorized schedule (sdot) names its intrinsic, which exists only once
     ``tvm.s_tir.tensor_intrin`` is imported; the import parses hundreds of TVMScript
     functions (seconds), so it happens only for databases that need it.
     """
+    from tvm.s_tir import meta_schedule as ms
+
+    records = work / RECORDS
     if records.is_file() and '"Tensorize"' in records.read_text():
         import tvm.s_tir.tensor_intrin  # noqa: F401
+    return ms.database.JSONDatabase(str(work / WORKLOAD), str(records),
+                                    allow_missing=allow_missing)
 
 
 def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
@@ -154,16 +159,12 @@ def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
     kernels = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, PrimFunc)]
     if db_path is None:
         return mod, {"state": "untuned", "database": None, "kernels": len(kernels), "tuned": 0}
-    from tvm.s_tir import meta_schedule as ms
-
     work = Path(db_path)
     files = [work / WORKLOAD, work / RECORDS]
     if not all(f.is_file() for f in files):
         raise BuildError(f"tuning database {work} lacks {files[0].name}/{files[1].name}")
-    register_intrinsics_for(files[1])
     try:
-        db = ms.database.JSONDatabase(path_workload=str(files[0]),
-                                      path_tuning_record=str(files[1]), allow_missing=False)
+        db = open_database(work, allow_missing=False)
         # opt_level 3: below it the pass is skipped without a word.
         with target, db, tvm.transform.PassContext(opt_level=3):
             mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)

@@ -29,12 +29,11 @@ import targets as target_registry
 
 from .builder import (
     RECORDS,
-    WORKLOAD,
     BuildConfig,
     BuildError,
     apply_tuning,
     lower,
-    register_intrinsics_for,
+    open_database,
     tuning_dir,
 )
 
@@ -210,8 +209,7 @@ def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
     log(f"tuning {work.name}: {len(tasks)} kernels, {cfg.trials} trials"
         + (f" or {cfg.minutes:g} min" if cfg.minutes else "") + f", database {work} "
         f"({before} records already)")
-    register_intrinsics_for(work / RECORDS)
-    database = ms.database.JSONDatabase(str(work / WORKLOAD), str(work / RECORDS))
+    database = open_database(work)
     done = 0
     while done < cfg.trials and not (cfg.minutes and time.time() - t0 > cfg.minutes * 60):
         n = min(round_size, cfg.trials - done)

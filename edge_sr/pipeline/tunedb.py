@@ -24,7 +24,7 @@ from .builder import (
     BuildConfig,
     BuildError,
     lower,
-    register_intrinsics_for,
+    open_database,
     tuning_dir,
 )
 from .tune import check_database
@@ -100,13 +100,12 @@ def prune(cfg: PruneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict
     before = check_database(work, target_registry.tvm_target(tspec))
     log(f"pruning {work}: lowering the builds that use it")
     mods = _workloads(cfg.build, log)
-    register_intrinsics_for(files[1])
-    old = ms.database.JSONDatabase(str(files[0]), str(files[1]), allow_missing=False)
+    old = open_database(work, allow_missing=False)
     stage, retired = work.with_name(work.name + ".prune"), work.with_name(work.name + ".old")
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     tmp = [stage / f.name for f in files]
-    new = ms.database.JSONDatabase(str(tmp[0]), str(tmp[1]))
+    new = open_database(stage)
     kept = workloads = 0
     for mod in mods:
         if not old.has_workload(mod) or new.has_workload(mod):  # stale, or seen already
@@ -123,9 +122,10 @@ def prune(cfg: PruneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict
     result = {"database": str(work), "records_before": before, "records_after": kept,
               "workloads_before": _lines(files[0]), "workloads_after": workloads,
               "bytes_before": sum(f.stat().st_size for f in files)}
-    result["bytes_after"] = sum(f.stat().st_size for f in tmp if f.exists())
     if kept == 0:
         log("  no record matches these builds: the database is left as it is")
+    result["bytes_after"] = (result["bytes_before"] if kept == 0 else
+                             sum(f.stat().st_size for f in tmp if f.exists()))
     if cfg.dry_run or kept == 0:
         shutil.rmtree(stage)
     else:
