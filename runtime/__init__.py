@@ -3,3 +3,8 @@
 Runs on the board (or the emulated one) with only the TVM runtime, numpy and pillow:
 nothing here may import torch or the ``edge_sr`` package.
 """
+
+from .threads import use_physical_cores
+
+# Before anything starts TVM's thread pool: TVM would halve the cores on x86 (see threads).
+use_physical_cores()

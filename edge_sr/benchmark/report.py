@@ -30,6 +30,8 @@ def markdown(results: list[dict]) -> str:
                 note.append(f"{r['tuning']} ({r['kernels_tuned']} kernels)")
             if "set5_drop" in r:
                 note.append(f"Set5 int8 drop {r['set5_drop']:.3f} dB")
+            if "threads" in r:
+                note.append(f"{r['threads']} threads")
             out.append(f"| {name} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {ratio} | "
                        f"{r['gmacs_per_s']:.1f} | {100 * r['peak_fraction']:.1f} | "
                        f"{'; '.join(note)} |")

@@ -130,6 +130,8 @@ def tvm_module(case: Case, dtype: str, tuned: bool) -> dict:
         ms = [t * 1e3 for t in timer(x).results]
     out = {**stats(ms), "tuning": manifest["tuning"]["state"],
            "kernels_tuned": f"{manifest['tuning']['tuned']}/{manifest['tuning']['kernels']}"}
+    if not case.device:  # one per physical core (runtime.threads), not TVM's x86 halving
+        out["threads"] = tvm.runtime.num_threads()
     if dtype == "int8":
         q = manifest["quality"]
         out["set5_psnr"], out["set5_drop"] = q["psnr_int8"], q["drop"]
