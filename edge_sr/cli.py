@@ -134,8 +134,8 @@ def tune_config(args: argparse.Namespace, trials: int):
     from .pipeline.tune import TuneConfig
 
     return TuneConfig(build=build_config(args), trials=trials, minutes=args.minutes,
-                      per_iter=args.per_iter, timeout=args.timeout, tracker=args.tracker,
-                      key=args.key)
+                      per_iter=args.per_iter, timeout=args.timeout, number=args.number,
+                      tracker=args.tracker, key=args.key)
 
 
 def add_tune_args(p: argparse.ArgumentParser) -> None:
@@ -147,6 +147,9 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--timeout", type=float, default=60.0,
                    help="seconds one candidate may take to build or run (default 60; "
                         "large kernels on an emulated board need more)")
+    g.add_argument("--number", type=int, default=3,
+                   help="runs averaged into one measurement (default 3; 1 for kernels that "
+                        "take seconds on an emulated board)")
     g.add_argument("--tracker", help="tracker HOST:PORT that grants the device (device targets)")
     g.add_argument("--key", default="", help="device key at the tracker (default: the target's)")
 

@@ -51,6 +51,8 @@ class TuneConfig:
         tracker: ``HOST:PORT`` of the tracker that grants the device (device targets).
         key: Device key at the tracker (default: the target's ``rpc_key``).
         timeout: Seconds one candidate may take to build or run.
+        number: Runs averaged into one measurement (1 suits kernels that take seconds
+            on an emulated board: each run counts against ``timeout``).
         seed: Search seed.
         population: Evolutionary search population (TVM's default is 512; a smaller one
             shortens each search step on a 2-core machine; not compared against 512 here).
@@ -63,6 +65,7 @@ class TuneConfig:
     tracker: str | None = None
     key: str = ""
     timeout: float = 60.0
+    number: int = 3
     seed: int = 0
     population: int = 128
 
@@ -166,7 +169,7 @@ def _builder_runner(cfg: TuneConfig, tspec: target_registry.TargetSpec):
 
     from ..harness.remote import parse_device
 
-    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=0,
+    evaluator = ms.runner.EvaluatorConfig(number=cfg.number, repeat=1, min_repeat_ms=0,
                                           enable_cpu_cache_flush=False)
     builder = _make_builder(tspec.cross_compiler)
     if not tspec.is_remote:
@@ -198,6 +201,8 @@ def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
         raise BuildError(f"--per-iter must be at least 1, not {cfg.per_iter}")
     if cfg.timeout <= 0:
         raise BuildError(f"--timeout must be positive, not {cfg.timeout:g}")
+    if cfg.number < 1:
+        raise BuildError(f"--number must be at least 1, not {cfg.number}")
     t0 = time.time()
     low = lower(replace(cfg.build, reference_dataset=""))
     work = tuning_dir(cfg.build, low.tspec.name)

@@ -100,8 +100,11 @@ def test_cli_budget_flags_reach_the_tune_config(tmp_path):
 
     args = build_parser().parse_args(["tune", "--model", "fsrcnn_tiny_x2", "--size", "32x32",
                                       "--trials", "5", "--per-iter", "2", "--timeout", "300",
-                                      "--minutes", "1.5"])
+                                      "--minutes", "1.5", "--number", "1"])
     cfg = tune_config(args, args.trials)
-    assert (cfg.trials, cfg.per_iter, cfg.timeout, cfg.minutes) == (5, 2, 300.0, 1.5)
+    assert (cfg.trials, cfg.per_iter, cfg.timeout, cfg.minutes, cfg.number) == \
+        (5, 2, 300.0, 1.5, 1)
     with pytest.raises(BuildError, match="--timeout must be positive"):
         tune(TuneConfig(build=_cfg(tmp_path, tuning_db=str(tmp_path / "db")), timeout=0))
+    with pytest.raises(BuildError, match="--number must be at least 1"):
+        tune(TuneConfig(build=_cfg(tmp_path, tuning_db=str(tmp_path / "db")), number=0))
