@@ -259,7 +259,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .evaluate import EvalConfig, evaluate
 
     results = bench_models(args.model, target=args.target, size=args.size, repeat=args.repeat,
-                           runtimes=tuple(args.runtimes), device=args.device)
+                           runtimes=tuple(args.runtimes), device=args.device,
+                           timeout=args.timeout)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "bench.json", results)
@@ -443,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="subset of: %(default)s")
     p.add_argument("--device", help="RPC HOST:PORT for device targets (emulated Pi: "
                                     "127.0.0.1:9090)")
+    p.add_argument("--timeout", type=float, default=300,
+                   help="RPC session seconds per device runtime (warm-up and timed calls; "
+                        "default 300)")
     p.add_argument("--out", default="reports/bench", help="folder for json, md and png")
     p.add_argument("--json", action="store_true")
 

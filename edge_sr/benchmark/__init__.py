@@ -32,6 +32,8 @@ class BenchSpec:
         seed: Input seed (a random image: timings do not depend on content).
         work: Parent of the scratch folder.
         device: RPC ``HOST:PORT`` of the device for device targets.
+        timeout: RPC session seconds for each device runtime (one session covers the
+            warm-up and every timed call: a large model under emulation needs more).
     """
 
     model: str
@@ -42,6 +44,7 @@ class BenchSpec:
     seed: int = 0
     work: str | None = None
     device: str | None = None
+    timeout: float = 300.0
 
 
 def default_size(scale: int) -> tuple[int, int]:
@@ -69,6 +72,8 @@ def bench(cfg: BenchSpec) -> dict:
     if tspec.is_remote and not cfg.device:
         raise BuildError(f"target {tspec.name} runs on a device: give --device HOST:PORT "
                          "(the emulated Pi: scripts/emulated-pi start)")
+    if cfg.timeout <= 0:
+        raise BuildError(f"--timeout must be positive, not {cfg.timeout:g}")
     unknown = [r for r in cfg.runtimes if r not in RUNNERS]
     if unknown:
         raise BuildError(f"unknown runtimes {unknown}; choose from {list(RUNTIMES)}")
@@ -81,7 +86,7 @@ def bench(cfg: BenchSpec) -> dict:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(dir=cfg.work) as work:
         case = Case(cfg.model, spec, model, x, Path(work), cfg.repeat, tspec.name,
-                    cfg.device if tspec.is_remote else None)
+                    cfg.device if tspec.is_remote else None, cfg.timeout)
         for name in cfg.runtimes:
             _log(f"{cfg.model} {name} ...")
             try:

@@ -30,6 +30,7 @@ class Case:
     repeat: int
     target: str = "host"
     device: str | None = None  # RPC HOST:PORT when the target is another machine
+    timeout: float = 300.0  # RPC session seconds per device runtime
 
 
 def stats(ms: list[float]) -> dict:
@@ -91,7 +92,7 @@ def onnxruntime(case: Case, int8: bool) -> dict:
 
         from ..harness.remote import connect
 
-        sess = connect(case.device)
+        sess = connect(case.device, timeout=case.timeout)
         sess.upload(str(path), target=path.name)
         out = json.loads(sess.get_function("edge_sr.ort_bench")(
             path.name, json.dumps(list(case.x.shape)), case.repeat))
@@ -120,7 +121,7 @@ def tvm_module(case: Case, dtype: str, tuned: bool) -> dict:
         if case.device:
             from ..harness.remote import connect, remote_engine
 
-            engine = remote_engine(connect(case.device), art, manifest)
+            engine = remote_engine(connect(case.device, timeout=case.timeout), art, manifest)
         else:
             engine = load_local(art)
         x = tvm.runtime.tensor(case.x, engine.device)

@@ -14,6 +14,7 @@ from torch import nn
 from edge_sr.benchmark import BenchSpec, bench, default_size
 from edge_sr.benchmark.peak import count_macs, cpu_peak, layer_macs
 from edge_sr.benchmark.runtimes import RUNTIMES
+from edge_sr.pipeline.builder import BuildError
 
 ROOT = Path(__file__).resolve().parents[2]
 ORT = pytest.importorskip("onnxruntime", reason="needs the bench extra (onnxruntime)")
@@ -81,3 +82,25 @@ def test_bench_on_the_emulated_pi(tmp_path):
     assert "no torch" in rt["torch_eager"]["error"]
     assert rt["onnxruntime_fp32"]["median_ms"] > 0 and rt["tvm_tuned_fp32"]["median_ms"] > 0
     assert res["cpu"]["machine"] == "aarch64"
+
+
+def test_device_runtimes_open_sessions_with_the_bench_timeout(tmp_path, monkeypatch):
+    # SRResNet-16 under emulation: one ORT session (warm-up + timed calls) outlasts 300 s.
+    import edge_sr.benchmark as benchmark
+    import edge_sr.harness.remote as remote
+
+    seen = []
+
+    def fake_connect(device, tracker=None, key="", timeout=300):
+        seen.append(timeout)
+        raise RuntimeError(f"no session (timeout {timeout:g})")
+
+    monkeypatch.setattr(remote, "connect", fake_connect)
+    monkeypatch.setattr(benchmark, "_device_peak", lambda device: cpu_peak(4, 1.8, "aarch64"))
+    res = bench(BenchSpec(model="fsrcnn_tiny_x2", target="qemu-aarch64", size=(32, 32),
+                          repeat=1, device="127.0.0.1:1", work=str(tmp_path), timeout=1234,
+                          runtimes=("onnxruntime_fp32", "tvm_tuned_fp32")))
+    assert seen == [1234, 1234]
+    assert all("timeout 1234" in r["error"] for r in res["runtimes"].values())
+    with pytest.raises(BuildError, match="--timeout must be positive"):
+        bench(BenchSpec(model="fsrcnn_tiny_x2", timeout=0))
