@@ -47,8 +47,8 @@ def physical_cores(cpus: list[int] | None = None, sysfs: Path = SYSFS_CPU) -> in
 def use_physical_cores(environ: dict[str, str] | None = None) -> int:
     """Set ``TVM_NUM_THREADS`` to the physical core count unless the user chose a count.
 
-    Must run before TVM's first parallel kernel (the pool reads it once); ``edge_sr`` and
-    ``runtime`` call it on import.
+    Must run before TVM's first parallel kernel (the pool reads it once); importing
+    ``runtime`` calls it, and ``edge_sr`` imports ``runtime`` first.
 
     Returns:
         The thread count TVM will use.
