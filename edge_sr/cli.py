@@ -135,7 +135,8 @@ def tune_config(args: argparse.Namespace, trials: int):
 
     return TuneConfig(build=build_config(args), trials=trials, minutes=args.minutes,
                       per_iter=args.per_iter, timeout=args.timeout, number=args.number,
-                      tracker=args.tracker, key=args.key)
+                      tracker=args.tracker, key=args.key, missing_only=args.missing_only,
+                      kernels=args.kernel or [])
 
 
 def add_tune_args(p: argparse.ArgumentParser) -> None:
@@ -152,6 +153,12 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
                         "take seconds on an emulated board)")
     g.add_argument("--tracker", help="tracker HOST:PORT that grants the device (device targets)")
     g.add_argument("--key", default="", help="device key at the tracker (default: the target's)")
+    g.add_argument("--missing-only", action="store_true",
+                   help="tune only the kernels with no record in the database yet (after a "
+                        "graph rewrite changed some)")
+    g.add_argument("--kernel", action="append", metavar="NAME",
+                   help="tune only kernels whose name contains NAME (repeatable; names as in "
+                        "`edge-sr profile`)")
 
 
 @command

@@ -56,6 +56,10 @@ class TuneConfig:
         seed: Search seed.
         population: Evolutionary search population (TVM's default is 512; a smaller one
             shortens each search step on a 2-core machine; not compared against 512 here).
+        missing_only: Tune only the kernels with no record in the database yet (after a
+            graph rewrite changed some kernels: the tuned ones keep their schedules, and
+            the whole budget goes to the new ones).
+        kernels: Tune only the kernels whose name contains one of these (empty: all).
     """
 
     build: BuildConfig = field(default_factory=BuildConfig)
@@ -68,6 +72,8 @@ class TuneConfig:
     number: int = 3
     seed: int = 0
     population: int = 128
+    missing_only: bool = False
+    kernels: list[str] = field(default_factory=list)
 
 
 def _arch(mtriple: str) -> str:
@@ -188,6 +194,22 @@ def _builder_runner(cfg: TuneConfig, tspec: target_registry.TargetSpec):
     return builder, runner
 
 
+def _tune_round(tasks: list, trials: int, seed: int, cfg: TuneConfig,
+                builder, runner, database) -> None:
+    """One search round of ``trials`` candidates over ``tasks`` (what ``tune_relax`` does
+    after extracting the tasks, so that a subset can be tuned)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    with tempfile.TemporaryDirectory() as logs:
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            extracted_tasks=tasks, work_dir=logs, space="post-order-apply",
+            strategy=ms.search_strategy.EvolutionarySearch(population_size=cfg.population),
+            seed=seed)
+        ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=logs,
+                           max_trials_global=trials, num_trials_per_iter=cfg.per_iter,
+                           builder=builder, runner=runner, database=database)
+
+
 def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
     """Tune every kernel of the model; returns what the database now covers.
 
@@ -209,21 +231,28 @@ def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     before = check_database(work, low.target)
     builder, runner = _builder_runner(cfg, low.tspec)
+    database = open_database(work)
     tasks = ms.relax_integration.extract_tasks(low.mod, low.target)
-    round_size = max(cfg.per_iter * len(tasks), cfg.per_iter)
-    log(f"tuning {work.name}: {len(tasks)} kernels, {cfg.trials} trials"
+    if cfg.kernels:
+        tasks = [t for t in tasks if any(k in t.task_name for k in cfg.kernels)]
+        if not tasks:
+            raise BuildError(f"no kernel of {cfg.build.model} matches --kernel "
+                             f"{' '.join(cfg.kernels)}")
+    if cfg.missing_only:
+        tasks = [t for t in tasks if database.query_tuning_record(
+            t.dispatched[0], low.target, t.task_name) is None]
+    # A round gives every kernel one search step, and at least four steps in all: the
+    # cost model starts afresh each round and only ranks candidates after a first step.
+    round_size = cfg.per_iter * max(len(tasks), 4)
+    log(f"tuning {work.name}: {len(tasks)} kernels"
+        + (" without a record" if cfg.missing_only else "") + f", {cfg.trials} trials"
         + (f" or {cfg.minutes:g} min" if cfg.minutes else "") + f", database {work} "
         f"({before} records already)")
-    database = open_database(work)
     done = 0
-    while done < cfg.trials and not (cfg.minutes and time.time() - t0 > cfg.minutes * 60):
+    while tasks and done < cfg.trials and not (cfg.minutes
+                                               and time.time() - t0 > cfg.minutes * 60):
         n = min(round_size, cfg.trials - done)
-        with tempfile.TemporaryDirectory() as logs:
-            ms.relax_integration.tune_relax(
-                mod=low.mod, params={}, target=low.target, work_dir=logs,
-                max_trials_global=n, num_trials_per_iter=cfg.per_iter, builder=builder,
-                runner=runner, database=database, seed=cfg.seed + done,
-                strategy=ms.search_strategy.EvolutionarySearch(population_size=cfg.population))
+        _tune_round(tasks, n, cfg.seed + done, cfg, builder, runner, database)
         done += n
         log(f"  {done}/{cfg.trials} trials, {time.time() - t0:.0f} s")
     state = apply_tuning(low.mod, low.target, work)[1]

@@ -36,6 +36,26 @@ def test_tune_then_build_applies_every_schedule_and_computes_the_same(tmp_path):
     assert again["records"] > res["records"]
 
 
+@pytest.mark.slow
+def test_tune_named_kernels_then_only_the_missing_ones(tmp_path):
+    db = str(tmp_path / "db")
+    one = tune(TuneConfig(build=_cfg(tmp_path, tuning_db=db), trials=2, per_iter=2,
+                          kernels=["transpose"]))  # the depth-to-space kernel only
+    assert (one["kernels"], one["tuned"], one["trials"]) == (4, 1, 2)
+    rest = tune(TuneConfig(build=_cfg(tmp_path, tuning_db=db), trials=6, per_iter=2,
+                           missing_only=True))  # three kernels, two candidates each
+    assert rest["state"] == "tuned" and rest["trials"] == 6
+    again = tune(TuneConfig(build=_cfg(tmp_path, tuning_db=db), trials=4, per_iter=2,
+                            missing_only=True))
+    assert again["trials"] == 0 and again["records"] == rest["records"]
+
+
+def test_unknown_kernel_name_is_a_one_line_error(tmp_path):
+    with pytest.raises(BuildError, match="no kernel of fsrcnn_tiny_x2 matches --kernel nope"):
+        tune(TuneConfig(build=_cfg(tmp_path, tuning_db=str(tmp_path / "db")), trials=1,
+                        kernels=["nope"]))
+
+
 def _target(kind="llvm", mtriple=None):
     import tvm
 
@@ -100,10 +120,14 @@ def test_cli_budget_flags_reach_the_tune_config(tmp_path):
 
     args = build_parser().parse_args(["tune", "--model", "fsrcnn_tiny_x2", "--size", "32x32",
                                       "--trials", "5", "--per-iter", "2", "--timeout", "300",
-                                      "--minutes", "1.5", "--number", "1"])
+                                      "--minutes", "1.5", "--number", "1", "--missing-only",
+                                      "--kernel", "conv2d", "--kernel", "transpose"])
     cfg = tune_config(args, args.trials)
     assert (cfg.trials, cfg.per_iter, cfg.timeout, cfg.minutes, cfg.number) == \
         (5, 2, 300.0, 1.5, 1)
+    assert cfg.missing_only and cfg.kernels == ["conv2d", "transpose"]
+    plain = tune_config(build_parser().parse_args(["tune"]), 1)
+    assert not plain.missing_only and plain.kernels == []
     with pytest.raises(BuildError, match="--timeout must be positive"):
         tune(TuneConfig(build=_cfg(tmp_path, tuning_db=str(tmp_path / "db")), timeout=0))
     with pytest.raises(BuildError, match="--number must be at least 1"):
