@@ -63,16 +63,20 @@ def profile_artifact(artifact: str | Path, device: str | None = None,
 
 
 def map_layers(calls: list[dict], layers: list[dict]) -> list[dict]:
-    """Pair conv kernels with conv layers in order; other kernels have no layer."""
-    convs = [c for c in calls if "conv2d" in c["kernel"]]
-    pair = len(convs) == len(layers)  # else fusion changed the count: kernel names only
+    """Pair conv kernels with conv layers in order; other kernels have no layer.
+
+    A kernel computes as many conv layers as its name says ``conv2d`` (``conv_chain``'s
+    fused kernels hold two); its row names them all and sums their MACs.
+    """
+    counts = [c["kernel"].count("conv2d") for c in calls]
+    pair = sum(counts) == len(layers)  # else fusion changed the count: kernel names only
     it = iter(layers)
     rows = []
-    for c in calls:
-        layer = next(it) if pair and "conv2d" in c["kernel"] else None
-        rows.append({"layer": layer["layer"] if layer else "-", "kernel": c["kernel"],
+    for c, n in zip(calls, counts):
+        mine = [next(it) for _ in range(n)] if pair else []
+        rows.append({"layer": "+".join(m["layer"] for m in mine) or "-", "kernel": c["kernel"],
                      "shape": c["args"][-1] if c["args"] else [],
-                     "macs": layer["macs"] if layer else 0, "ms": c["ms"]})
+                     "macs": sum(m["macs"] for m in mine), "ms": c["ms"]})
     return rows
 
 

@@ -82,6 +82,12 @@ def uint8_io(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return seq(bb.get())
 
 
+def _conv_chain() -> tvm.transform.Pass:
+    from .chain import conv_chain
+
+    return conv_chain
+
+
 def _dot4_conv() -> tvm.transform.Pass:
     from .dot4 import dot4_conv
 
@@ -93,6 +99,7 @@ def _dot4_conv() -> tvm.transform.Pass:
 PASSES: dict[str, Callable[[], tvm.transform.Pass]] = {
     "layout_nhwc": _layout_nhwc,
     "dot4_conv": _dot4_conv,
+    "conv_chain": _conv_chain,
     "fold_constant": relax.transform.FoldConstant,
     "legalize": relax.transform.LegalizeOps,
     "annotate_op_pattern": relax.transform.AnnotateTIROpPattern,
@@ -120,8 +127,10 @@ def passes_for(target: tvm.target.Target, layout: str = "NCHW",
     """The default pass list for a target, conv layout (``NCHW`` or ``NHWC``) and dtype.
 
     NHWC converts first, so that constant folding bakes the transposed weights; int8
-    NHWC on a dot-product CPU then packs conv weights for ``sdot`` (``dot4_conv``); GPU
-    targets end with a default schedule (``dlight_gpu_spatial`` for int8 kernels).
+    NHWC on a dot-product CPU then packs conv weights for ``sdot`` (``dot4_conv``);
+    float32 on a CPU fuses cheap convs into the 1x1 convs that read them
+    (``conv_chain``, after folding: it needs constant weights and biases); GPU targets
+    end with a default schedule (``dlight_gpu_spatial`` for int8 kernels).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}: choose NCHW or NHWC")
@@ -130,6 +139,8 @@ def passes_for(target: tvm.target.Target, layout: str = "NCHW",
         if layout == "NHWC" and dtype == "int8" and _has_dotprod(target):
             # after the first fold_constant: the packing needs the OHWI weights baked
             return head + DEFAULT_PASSES[:1] + ["dot4_conv"] + DEFAULT_PASSES[1:]
+        if dtype == "float32":
+            return head + DEFAULT_PASSES[:1] + ["conv_chain"] + DEFAULT_PASSES[1:]
         return head + DEFAULT_PASSES
     return head + DEFAULT_PASSES + ["dlight_gpu_spatial" if dtype == "int8" else "dlight_gpu"]
 

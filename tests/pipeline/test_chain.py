@@ -1,0 +1,123 @@
+"""``conv_chain``: a cheap conv (+bias+activation) fused into the 1x1 conv reading it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from torch import nn
+from tvm import relax
+
+from edge_sr.models import MODELS
+from edge_sr.pipeline.builder import export_program, import_relax
+from edge_sr.pipeline.chain import KERNEL_NAME, conv_chain
+from edge_sr.pipeline.passes import DEFAULT_PASSES, passes_for, run_passes
+from edge_sr.pipeline.torch_passes import DEFAULT_TORCH_PASSES, run_torch_passes
+
+HOST = tvm.target.Target({"kind": "llvm"})
+
+
+class _Net(nn.Module):
+    """conv -> act -> 1x1 conv -> act, optionally with the first conv's output reused."""
+
+    def __init__(self, cin=1, mid=8, out=4, k=5, act=nn.PReLU, bias=True, reuse=False,
+                 stride2=1, k2=1):
+        super().__init__()
+        self.a = nn.Conv2d(cin, mid, k, padding=k // 2, bias=bias)
+        self.act_a = act(mid) if act is nn.PReLU else (act() if act else nn.Identity())
+        self.b = nn.Conv2d(mid, out, k2, stride=stride2, padding=k2 // 2, bias=bias)
+        self.act_b = act(out) if act is nn.PReLU else (act() if act else nn.Identity())
+        self.reuse = reuse
+        for p in self.parameters():  # PReLU slopes away from their 0.25 default
+            p.data.uniform_(-0.5, 0.5)
+
+    def forward(self, x):
+        t = self.act_a(self.a(x))
+        y = self.act_b(self.b(t))
+        return y + t[:, :1] if self.reuse else y
+
+
+def _import(model: nn.Module, shape: tuple[int, ...]) -> tvm.IRModule:
+    program = torch.export.export(model.eval(), (torch.rand(*shape),))
+    return run_passes(import_relax(program), HOST, ["fold_constant"])
+
+
+def _run(mod: tvm.IRModule, x: np.ndarray) -> np.ndarray:
+    ex = relax.build(run_passes(mod, HOST, DEFAULT_PASSES), HOST)
+    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def _chains(mod: tvm.IRModule) -> int:
+    return sum(gv.name_hint.startswith(KERNEL_NAME) for gv in mod.functions)
+
+
+@pytest.mark.parametrize("kw", [
+    {},                                                    # FSRCNN's head: 5x5 1->C, PReLU
+    {"cin": 3, "k": 3, "act": nn.ReLU, "mid": 12},         # 3x3 3->C, ReLU
+    {"act": None, "bias": False},                          # bare convs
+], ids=["prelu", "relu", "bare"])
+def test_chain_fuses_into_one_kernel_with_the_same_output(kw):
+    torch.manual_seed(0)
+    net = _Net(**kw)
+    shape = (1, net.a.in_channels, 20, 28)
+    mod = _import(net, shape)
+    fused = conv_chain(mod)
+    assert _chains(fused) == 1 and _chains(mod) == 0
+    x = np.random.RandomState(0).rand(*shape).astype("float32")
+    want = net(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(_run(fused, x), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_run(fused, x), _run(mod, x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [
+    {"reuse": True},                 # the activated image is read by someone else too
+    {"cin": 16, "k": 3},             # producer too costly to recompute as one expression
+    {"stride2": 2},                  # a strided consumer
+    {"out": 8},                      # not shrinking (8 -> 8)
+    {"cin": 12, "k": 1, "mid": 16, "k2": 5},   # a consumer with a halo (FSRCNN's tail)
+], ids=["reused", "costly", "strided", "widening", "halo"])
+def test_chain_leaves_what_it_cannot_fuse(kw):
+    torch.manual_seed(0)
+    net = _Net(**kw)
+    mod = _import(net, (1, net.a.in_channels, 20, 28))
+    assert _chains(conv_chain(mod)) == 0
+
+
+def _kernels(name: str, target: tvm.target.Target = HOST) -> tvm.IRModule:
+    torch.manual_seed(0)
+    spec = MODELS[name]
+    model = run_torch_passes(spec.deploy(spec.factory().eval()), DEFAULT_TORCH_PASSES)
+    return run_passes(import_relax(export_program(model, spec, (24, 24), False)), target,
+                      passes_for(target))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_default_cpu_pipeline_fuses_exactly_the_shrink_heads(name):
+    # FSRCNN's 5x5 head + 1x1 shrink is the registry's one chain (XLSR's 3x3 head + 1x1,
+    # 32 -> 32, does not shrink; FSRCNN's expand -> 5x5 sub-pixel conv has a halo)
+    want = 1 if name.startswith(("fsrcnn_x", "fsrcnn_s")) else 0
+    assert _chains(_kernels(name)) == want
+
+
+def test_chain_is_float_cpu_only():
+    gpu = tvm.target.Target({"kind": "cuda", "arch": "sm_80"})
+    assert "conv_chain" not in passes_for(gpu)
+    assert "conv_chain" not in passes_for(HOST, dtype="int8")
+    assert "conv_chain" in passes_for(HOST)
+
+
+def test_tuning_can_compute_the_producer_inside_the_pointwise_tiles():
+    # The point of the rewrite: MetaSchedule's design space places the producer block
+    # under the 1x1 conv's loops (it would tile a reduction producer on its own).
+    from tvm.s_tir import meta_schedule as ms
+
+    mod = _kernels("fsrcnn_x2")
+    gv = next(gv for gv in mod.functions if gv.name_hint.startswith(KERNEL_NAME))
+    task = tvm.IRModule({"main": mod[gv]})
+    ctx = ms.TuneContext(mod=task, target=tvm.target.Target({"kind": "llvm", "num-cores": 2}),
+                         space_generator="post-order-apply", search_strategy="replay-trace")
+    spaces = ctx.generate_design_space()
+    placed = [s for s in spaces
+              if len(s.get_loops(s.get_sblock("chain_producer"))) > 4]
+    assert placed, "the producer is never computed inside the 1x1 conv's tiles"
