@@ -258,6 +258,9 @@ def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
     state = apply_tuning(low.mod, low.target, work)[1]
     records = check_database(work, low.target)
     if state["state"] != "tuned":
+        hint = ("this run tuned only the kernels --kernel named; --missing-only tunes the "
+                "rest" if cfg.kernels else
+                f"give more trials (>= {round_size} covers every kernel once)")
         log(f"  {state['kernels'] - state['tuned']} of {state['kernels']} kernels have no "
-            f"tuned schedule yet: give more trials (>= {round_size} covers every kernel once)")
+            f"tuned schedule yet: {hint}")
     return {**state, "trials": done, "records": records, "seconds": round(time.time() - t0, 1)}
