@@ -240,7 +240,6 @@ class _Rewriter(relax.PyExprMutator):
         super().__init__(mod)
         self.by_last = {c.epi2.last: c for c in chains}
         self.dropped = set().union(*(c.drop() for c in chains))
-        self.count = 0
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         chain = self.by_last.get(binding.var)
@@ -262,7 +261,6 @@ class _Rewriter(relax.PyExprMutator):
         new = self.builder_.emit_te(fn, x, c.conv1.args[1], *consts,
                                     primfunc_name_hint=KERNEL_NAME)
         self.set_var_remap(var, new)
-        self.count += 1
 
 
 @tvm.transform.module_pass(opt_level=0, name="ConvChain")

@@ -121,3 +121,25 @@ def test_tuning_can_compute_the_producer_inside_the_pointwise_tiles():
     placed = [s for s in spaces
               if len(s.get_loops(s.get_sblock("chain_producer"))) > 4]
     assert placed, "the producer is never computed inside the 1x1 conv's tiles"
+
+
+def test_chain_in_a_dynamic_shape_build(tmp_path, random_weights):
+    from edge_sr.models import load_model
+    from edge_sr.pipeline import BuildConfig, build
+    from edge_sr.pipeline.builder import lower
+    from runtime.artifact import read_manifest
+    from runtime.engine import load_local
+
+    weights = str(random_weights("fsrcnn_s_x2"))
+    cfg = BuildConfig(model="fsrcnn_s_x2", target="host", size=(40, 40), dynamic=True,
+                      weights=weights, out=str(tmp_path), reference_dataset="",
+                      use_tuning=False)
+    assert _chains(lower(cfg).mod) == 1  # the symbolic-shape module has its chain kernel
+    art = build(cfg)
+    assert "conv_chain" in read_manifest(art)["passes"]
+    engine, model = load_local(art), load_model("fsrcnn_s_x2", weights)
+    for h, w in ((40, 40), (24, 36)):  # any size up to the bound
+        x = np.random.default_rng(h).random((1, 1, h, w), dtype=np.float32)
+        with torch.no_grad():
+            want = model(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(engine(x), want, rtol=1e-4, atol=1e-4)
