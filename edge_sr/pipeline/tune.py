@@ -227,17 +227,17 @@ def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
         raise BuildError(f"--number must be at least 1, not {cfg.number}")
     t0 = time.time()
     low = lower(replace(cfg.build, reference_dataset=""))
+    tasks = ms.relax_integration.extract_tasks(low.mod, low.target)
+    if cfg.kernels:  # before the database folder exists: a typo must not create one
+        tasks = [t for t in tasks if any(k in t.task_name for k in cfg.kernels)]
+        if not tasks:
+            raise BuildError(f"no kernel of {cfg.build.model} matches --kernel "
+                             f"{' '.join(cfg.kernels)}")
     work = tuning_dir(cfg.build, low.tspec.name)
     work.mkdir(parents=True, exist_ok=True)
     before = check_database(work, low.target)
     builder, runner = _builder_runner(cfg, low.tspec)
     database = open_database(work)
-    tasks = ms.relax_integration.extract_tasks(low.mod, low.target)
-    if cfg.kernels:
-        tasks = [t for t in tasks if any(k in t.task_name for k in cfg.kernels)]
-        if not tasks:
-            raise BuildError(f"no kernel of {cfg.build.model} matches --kernel "
-                             f"{' '.join(cfg.kernels)}")
     if cfg.missing_only:
         tasks = [t for t in tasks if database.query_tuning_record(
             t.dispatched[0], low.target, t.task_name) is None]

@@ -54,6 +54,7 @@ def test_unknown_kernel_name_is_a_one_line_error(tmp_path):
     with pytest.raises(BuildError, match="no kernel of fsrcnn_tiny_x2 matches --kernel nope"):
         tune(TuneConfig(build=_cfg(tmp_path, tuning_db=str(tmp_path / "db")), trials=1,
                         kernels=["nope"]))
+    assert not (tmp_path / "db").exists()  # no empty database left for builds to find
 
 
 def _target(kind="llvm", mtriple=None):
