@@ -114,13 +114,12 @@ def _prelu(g: _Graph, t: relax.Var, channels: int):
     users = g.users.get(t, [])
     if len(users) != 3 or not isinstance(t, relax.DataflowVar):
         return None
-    gt = next((u for u in users if g.op(u, "relax.greater") is not None), None)
-    mul = next((u for u in users if g.op(u, "relax.multiply") is not None), None)
-    wh = next((u for u in users if g.op(u, "relax.where") is not None), None)
-    if gt is None or mul is None or wh is None:
+    ops = ("relax.greater", "relax.multiply", "relax.where")
+    found = {name: (u, call) for u in users for name in ops
+             if (call := g.op(u, name)) is not None}
+    if len(found) != len(ops):
         return None
-    gcall, mcall, wcall = g.op(gt, "relax.greater"), g.op(mul, "relax.multiply"), \
-        g.op(wh, "relax.where")
+    (gt, gcall), (mul, mcall), (wh, wcall) = (found[name] for name in ops)
     slope = [a for a in mcall.args if not a.same_as(t)]
     if not (gcall.args[0].same_as(t) and _scalar_zero(gcall.args[1]) and len(slope) == 1
             and _const(slope[0], channels) and wcall.args[0].same_as(gt)

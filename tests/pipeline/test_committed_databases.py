@@ -8,12 +8,10 @@ crops (minutes each).
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from edge_sr.pipeline.builder import TUNING_DIR, BuildConfig, apply_tuning, lower
-from targets import get_target
+from targets import TargetError, check_toolchain, get_target
 
 FLOAT_DBS = sorted(p.name for p in TUNING_DIR.iterdir()
                    if p.is_dir() and p.name.endswith("-float32"))
@@ -29,9 +27,10 @@ def _config(key: str) -> BuildConfig:
 @pytest.mark.parametrize("key", FLOAT_DBS)
 def test_committed_database_tunes_every_kernel(key):
     cfg = _config(key)
-    cross = get_target(cfg.target).cross_compiler
-    if cross and shutil.which(cross) is None:
-        pytest.skip(f"{cross} not installed (bash scripts/emulated-pi setup installs it)")
+    try:
+        check_toolchain(get_target(cfg.target))
+    except TargetError as exc:  # bash scripts/emulated-pi setup installs the cross compiler
+        pytest.skip(str(exc))
     low = lower(cfg)
     _, state = apply_tuning(low.mod, low.target, TUNING_DIR / key)
     assert state["tuned"] == state["kernels"], \
