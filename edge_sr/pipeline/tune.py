@@ -200,11 +200,17 @@ def _tune_round(tasks: list, trials: int, seed: int, cfg: TuneConfig,
     after extracting the tasks, so that a subset can be tuned)."""
     from tvm.s_tir import meta_schedule as ms
 
+    from .templates import space_generator
+
     with tempfile.TemporaryDirectory() as logs:
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            extracted_tasks=tasks, work_dir=logs, space="post-order-apply",
-            strategy=ms.search_strategy.EvolutionarySearch(population_size=cfg.population),
-            seed=seed)
+        contexts, weights = [], []
+        for task in tasks:  # a space generator (with its rules' state) per task
+            ctx, weight = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                extracted_tasks=[task], work_dir=logs, space=space_generator(task.target),
+                strategy=ms.search_strategy.EvolutionarySearch(population_size=cfg.population),
+                seed=seed)
+            contexts += ctx
+            weights += weight
         ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=logs,
                            max_trials_global=trials, num_trials_per_iter=cfg.per_iter,
                            builder=builder, runner=runner, database=database)

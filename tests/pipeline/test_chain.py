@@ -107,22 +107,6 @@ def test_chain_is_float_cpu_only():
     assert "conv_chain" in passes_for(HOST)
 
 
-def test_tuning_can_compute_the_producer_inside_the_pointwise_tiles():
-    # The point of the rewrite: MetaSchedule's design space places the producer block
-    # under the 1x1 conv's loops (it would tile a reduction producer on its own).
-    from tvm.s_tir import meta_schedule as ms
-
-    mod = _kernels("fsrcnn_x2")
-    gv = next(gv for gv in mod.functions if gv.name_hint.startswith(KERNEL_NAME))
-    task = tvm.IRModule({"main": mod[gv]})
-    ctx = ms.TuneContext(mod=task, target=tvm.target.Target({"kind": "llvm", "num-cores": 2}),
-                         space_generator="post-order-apply", search_strategy="replay-trace")
-    spaces = ctx.generate_design_space()
-    placed = [s for s in spaces
-              if len(s.get_loops(s.get_sblock("chain_producer"))) > 4]
-    assert placed, "the producer is never computed inside the 1x1 conv's tiles"
-
-
 def test_chain_in_a_dynamic_shape_build(tmp_path, random_weights):
     from edge_sr.models import load_model
     from edge_sr.pipeline import BuildConfig, build
