@@ -136,15 +136,21 @@ def _scheduled(f) -> bool:
 def open_database(work: Path, allow_missing: bool = True):
     """MetaSchedule's JSON database in folder ``work``, tensor intrinsics registered first.
 
-    A tensorized schedule (sdot) names its intrinsic, which exists only once
-    ``tvm.s_tir.tensor_intrin`` is imported; the import parses hundreds of TVMScript
-    functions (seconds), so it happens only for databases that need it.
+    A tensorized schedule names its intrinsic, which must be registered first: ours
+    (``vnni.INTRIN``) costs nothing; TVM's (sdot) exist only once ``tvm.s_tir.tensor_intrin``
+    is imported, which parses hundreds of TVMScript functions (seconds), so that import
+    happens only for databases that name one of them.
     """
     from tvm.s_tir import meta_schedule as ms
 
     records = work / RECORDS
-    if records.is_file() and '"Tensorize"' in records.read_text():
-        import tvm.s_tir.tensor_intrin  # noqa: F401
+    text = records.read_text() if records.is_file() else ""
+    if '"Tensorize"' in text:
+        from .vnni import INTRIN, register_intrinsic
+
+        register_intrinsic()  # ours: one function, no parsing to speak of
+        if text.count('"Tensorize"') > text.count(f'"{INTRIN}"'):
+            import tvm.s_tir.tensor_intrin  # noqa: F401 - TVM's (sdot)
     return ms.database.JSONDatabase(str(work / WORKLOAD), str(records),
                                     allow_missing=allow_missing)
 

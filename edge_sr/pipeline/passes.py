@@ -13,6 +13,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .vnni import has_vnni
+
 
 def _dlight_gpu() -> tvm.transform.Pass:
     # Unscheduled TIR has no thread bindings and fails on a GPU; dlight's rules give
@@ -94,11 +96,18 @@ def _dot4_conv() -> tvm.transform.Pass:
     return dot4_conv
 
 
+def _vnni_conv() -> tvm.transform.Pass:
+    from .vnni import vnni_conv
+
+    return vnni_conv
+
+
 # uint8_io is not a pass-list entry: it changes the module's signature, which the
 # manifest records from BuildConfig.io; the build applies it to the imported module.
 PASSES: dict[str, Callable[[], tvm.transform.Pass]] = {
     "layout_nhwc": _layout_nhwc,
     "dot4_conv": _dot4_conv,
+    "vnni_conv": _vnni_conv,
     "conv_chain": _conv_chain,
     "fold_constant": relax.transform.FoldConstant,
     "legalize": relax.transform.LegalizeOps,
@@ -127,7 +136,8 @@ def passes_for(target: tvm.target.Target, layout: str = "NCHW",
     """The default pass list for a target, conv layout (``NCHW`` or ``NHWC``) and dtype.
 
     NHWC converts first, so that constant folding bakes the transposed weights; int8
-    NHWC on a dot-product CPU then packs conv weights for ``sdot`` (``dot4_conv``);
+    NHWC on a dot-product CPU then packs conv weights for ``sdot`` (``dot4_conv``), and
+    int8 NCHW on an x86 CPU with AVX512-VNNI for ``vpdpbusd`` (``vnni_conv``);
     float32 on a CPU fuses cheap convs into the 1x1 convs that read them
     (``conv_chain``, after folding: it needs constant weights and biases); GPU targets
     end with a default schedule (``dlight_gpu_spatial`` for int8 kernels).
@@ -139,6 +149,8 @@ def passes_for(target: tvm.target.Target, layout: str = "NCHW",
         if layout == "NHWC" and dtype == "int8" and _has_dotprod(target):
             # after the first fold_constant: the packing needs the OHWI weights baked
             return head + DEFAULT_PASSES[:1] + ["dot4_conv"] + DEFAULT_PASSES[1:]
+        if layout == "NCHW" and dtype == "int8" and has_vnni(target):
+            return DEFAULT_PASSES[:1] + ["vnni_conv"] + DEFAULT_PASSES[1:]
         if dtype == "float32":
             return head + DEFAULT_PASSES[:1] + ["conv_chain"] + DEFAULT_PASSES[1:]
         return head + DEFAULT_PASSES

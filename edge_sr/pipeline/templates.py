@@ -23,6 +23,11 @@ that producer conv (register-tiled, a reduction again) inside each tile. The def
 spaces stay: tuning keeps whichever measures fastest, and the workloads are unchanged,
 so existing databases still apply (``edge-sr tune --kernel`` adds template candidates).
 
+On x86 CPUs with AVX512-VNNI the same template schedules ``vnni_conv``'s int8 kernels
+(``schedule_vnni``): the tiles and register tile as above, the input packed per tile
+into groups of four channels, and ``vpdpbusd`` on 8 pixels x 4 channels as the
+innermost step.
+
 Register budgets: 32 vector registers on AVX-512 (AVX-512VL gives 32 ymm registers) and
 AArch64 NEON, 16 on AVX2; vectors of 8 floats on x86 (and 16 where AVX-512 is there: the
 same FLOPs on AMD's double-pumped units, half the instructions on Intel's), 4 on NEON.
@@ -38,6 +43,9 @@ from tvm.s_tir import ScheduleError
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.schedule_rule import PyScheduleRule
 
+from . import vnni
+from .vnni import has_vnni
+
 # Blocks this rule has scheduled carry this annotation; MetaSchedule's other rules skip
 # any block with a "schedule_rule" annotation, and ApplyCustomRule ignores "None".
 DONE = ("schedule_rule", "None")
@@ -52,6 +60,7 @@ class Cpu:
 
     lanes: tuple[int, ...]
     registers: int
+    vnni: bool = False  # x86 AVX512-VNNI: int8 convs rewritten by ``vnni_conv``
 
 
 def cpu_of(target: tvm.target.Target) -> Cpu | None:
@@ -64,7 +73,7 @@ def cpu_of(target: tvm.target.Target) -> Cpu | None:
     if triple.startswith("aarch64"):
         return Cpu((4,), 32)
     if codegen.target_has_features("avx512f", target):
-        return Cpu((8, 16), 32)
+        return Cpu((8, 16), 32, has_vnni(target))
     if codegen.target_has_features("avx2", target):
         return Cpu((8,), 16)
     return None
@@ -83,6 +92,7 @@ class Conv:
     copy: str | None  # a plain copy of its input (topi's unpadded pad_temp), inlined
     chain: tuple[str, str, str | None] | None  # (producer conv, its activation, its pad)
     epilogue: tuple[str, ...]  # elementwise blocks after the conv, in program order
+    pack: str | None = None  # vnni_conv's per-tile repacking of the input
 
 
 def _divisors(n: int, limit: int) -> list[int]:
@@ -197,6 +207,11 @@ def match_conv(sch, rv) -> Conv | None:
                 tuple(_block(sch, b).name_hint for b in after))
 
 
+# Every compute-at below keeps unit loops: tuning replays a space's trace with other tile
+# sizes, and a loop count that changed with them (a tile one row high) fails the replay
+# of the next get_loops and stops the whole tuning run.
+
+
 def _tile_split(sch, loop, inner: int, sample: bool = True):
     """Split ``loop`` into (outer, middle, inner) with ``inner`` fixed and the outer two
     sampled (a perfect tiling, so no predicates)."""
@@ -222,7 +237,7 @@ def _schedule_producer(sch, chain, outer, lanes: int, tile: tuple[int, int]) -> 
     sch.compute_at(act, outer, preserve_unit_loops=True)
     sch.compute_at(acc, outer, preserve_unit_loops=True)
     if pad_name:
-        sch.compute_at(sch.get_sblock(pad_name), outer)
+        sch.compute_at(sch.get_sblock(pad_name), outer, preserve_unit_loops=True)
     # below the tile loop: n, c, y, x, then the reductions (unit loops kept)
     _, c, y, x, *red = sch.get_loops(acc)[-len(_block(sch, acc).iter_vars):]
     pc, px = tile
@@ -232,9 +247,28 @@ def _schedule_producer(sch, chain, outer, lanes: int, tile: tuple[int, int]) -> 
     sch.unroll(ci)
     sch.unroll(xr)
     sch.vectorize(xv)
-    sch.reverse_compute_at(act, xo)
+    sch.reverse_compute_at(act, xo, preserve_unit_loops=True)
     _vectorize_last(sch, act, lanes)
     sch.decompose_reduction(acc, red[0])
+
+
+def _inline_epilogue(sch, names: tuple[str, ...]) -> str | None:
+    """Inline the elementwise epilogue into its last block (or the one before a trailing
+    pad, which stays a pass of its own: its border is no tile's); returns that block."""
+    names = list(names)
+    if names and _is_pad(sch, sch.get_sblock(names[-1])):
+        names.pop()
+    *epi, last = names or [None]
+    for name in epi:
+        sch.compute_inline(sch.get_sblock(name))
+    return last
+
+
+def _place_epilogue(sch, last: str | None, loop, lanes: int) -> None:
+    if last is not None:
+        tail = sch.get_sblock(last)
+        sch.reverse_compute_at(tail, loop, preserve_unit_loops=True)
+        _vectorize_last(sch, tail, lanes)
 
 
 def schedule_conv(sch, conv: Conv, tile: tuple[int, int, int], lanes: int,
@@ -243,9 +277,7 @@ def schedule_conv(sch, conv: Conv, tile: tuple[int, int, int], lanes: int,
     block = sch.get_sblock(conv.name)
     if conv.copy:
         sch.compute_inline(sch.get_sblock(conv.copy))
-    *epi, last = conv.epilogue or (None,)
-    for name in epi:
-        sch.compute_inline(sch.get_sblock(name))
+    last = _inline_epilogue(sch, conv.epilogue)
     n, c, y, x, *red = sch.get_loops(block)
     cr, yr, xr = tile
     co, cm, cr_ = _tile_split(sch, c, cr, sample=conv.chain is None)
@@ -260,12 +292,9 @@ def schedule_conv(sch, conv: Conv, tile: tuple[int, int, int], lanes: int,
     sch.unroll(yr_)
     sch.unroll(xr_)
     sch.vectorize(xv)
-    if last is not None:
-        tail = sch.get_sblock(last)
-        sch.reverse_compute_at(tail, cm)
-        _vectorize_last(sch, tail, lanes)
+    _place_epilogue(sch, last, cm, lanes)
     if conv.pad:
-        sch.compute_at(sch.get_sblock(conv.pad), outer)
+        sch.compute_at(sch.get_sblock(conv.pad), outer, preserve_unit_loops=True)
     if conv.chain:
         _schedule_producer(sch, conv.chain, outer, lanes, producer_tile or (4, 2))
     sch.decompose_reduction(block, red[0])
@@ -289,6 +318,8 @@ def _all_blocks(sch) -> list:
 def template_spaces(sch, rv, cpu: Cpu) -> list:
     """The template's design spaces for the block at ``rv`` (empty if it is not a conv
     this template handles); ``sch`` itself is left as it is."""
+    if cpu.vnni and _block(sch, rv).name_hint == vnni.CONV:
+        return _vnni_spaces(sch, rv, cpu)
     conv = match_conv(sch, rv)
     if conv is None:
         return []
@@ -305,6 +336,22 @@ def template_spaces(sch, rv, cpu: Cpu) -> list:
                     continue  # a block this template cannot place (an odd epilogue)
                 _mark_done(space)
                 spaces.append(space)
+    return spaces
+
+
+def _vnni_spaces(sch, rv, cpu: Cpu) -> list:
+    conv = match_vnni(sch, rv)
+    if conv is None:
+        return []
+    spaces = []
+    for tile in register_tiles(conv, vnni.LANES, cpu.registers):
+        space = sch.copy()
+        try:
+            schedule_vnni(space, conv, tile)
+        except ScheduleError:
+            continue
+        _mark_done(space)
+        spaces.append(space)
     return spaces
 
 
@@ -358,3 +405,50 @@ def _probe_module() -> tvm.IRModule:
     a = te.placeholder((4,), name="a")
     b = te.compute((4,), lambda i: a[i] + 1.0, name="b")
     return tvm.IRModule({"main": te.create_prim_func([a, b])})
+
+
+def match_vnni(sch, rv) -> Conv | None:
+    """``vnni_conv``'s conv block with its input pack (and the pad feeding it) and its
+    elementwise epilogue, or None."""
+    blk = _block(sch, rv)
+    ext = [int(iv.dom.extent) for iv in blk.iter_vars]
+    packs = [p for p in sch.get_producers(rv) if _block(sch, p).name_hint == vnni.PACK]
+    if blk.name_hint != vnni.CONV or len(ext) != 8 or len(packs) != 1:
+        return None
+    pads = [_block(sch, p).name_hint for p in sch.get_producers(packs[0])]
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    names = [_block(sch, b).name_hint for b in blocks]
+    after = blocks[names.index(blk.name_hint) + 1:]
+    if len(pads) > 1 or any(not _spatial(sch, b) for b in after):
+        return None
+    return Conv(blk.name_hint, ext[1], ext[2], ext[3], 4, pads[0] if pads else None, None,
+                None, tuple(_block(sch, b).name_hint for b in after), vnni.PACK)
+
+
+def schedule_vnni(sch, conv: Conv, tile: tuple[int, int, int]) -> None:
+    """The template for ``vnni_conv``'s kernel: the same tiles and register tile as
+    ``schedule_conv``, the input packed per tile, ``vpdpbusd`` on 8 pixels x 4 channels."""
+    lanes = vnni.LANES
+    block = sch.get_sblock(conv.name)
+    last = _inline_epilogue(sch, conv.epilogue)
+    n, f, y, x, g, ry, rx, j = sch.get_loops(block)
+    cr, yr, xr = tile
+    _, cm, cr_ = _tile_split(sch, f, cr, sample=False)  # every channel per tile: one pack
+    yo, ym, yr_ = _tile_split(sch, y, yr)
+    xo, xm, xv_ = _tile_split(sch, x, xr * lanes)
+    xr_, xv = sch.split(xv_, [xr, lanes])
+    sch.reorder(n, yo, xo, ym, xm, cm, g, ry, rx, cr_, yr_, xr_, xv, j)
+    outer = sch.fuse(n, yo, xo)
+    sch.parallel(outer)
+    _place_epilogue(sch, last, cm, lanes)
+    pack = sch.get_sblock(conv.pack)
+    if conv.pad:
+        sch.compute_inline(sch.get_sblock(conv.pad))
+    sch.compute_at(pack, outer, preserve_unit_loops=True)
+    sch.unroll(sch.get_loops(pack)[-1])
+    sch.decompose_reduction(block, g)
+    sch.unroll(cr_)
+    sch.unroll(yr_)
+    sch.unroll(xr_)
+    vnni.register_intrinsic()
+    sch.tensorize(xv, vnni.INTRIN)
