@@ -15,6 +15,8 @@ import numpy as np
 import tvm
 from tvm import relax, te, topi
 
+from .rewrite import conv_rewrite_pass
+
 DOT = 4  # elements per sdot lane, and output channels per weight tile
 
 
@@ -57,26 +59,7 @@ def _eligible(call: relax.Call) -> bool:
             and shape[0] % DOT == 0 and shape[3] % DOT == 0)
 
 
-@relax.expr_functor.mutator
-class _Rewriter(relax.PyExprMutator):
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = self.visit_expr_post_order(call)
-        if call.op != tvm.ir.Op.get("relax.nn.conv2d") or not _eligible(call):
-            return call
-        data, weight = call.args
-        wp = relax.const(pack_weight(weight.value.numpy()))
-        pad = tuple(int(p) for p in call.attrs.padding)
-        return self.builder_.call_te(conv2d_nhwc_dot4, data, wp, pad,
-                                     primfunc_name_hint="conv2d_dot4")
-
-
-@tvm.transform.module_pass(opt_level=0, name="Dot4Conv")
-def dot4_conv(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    """Every eligible int8 NHWC conv (stride 1, no groups, channels divisible by 4, constant
-    weights) becomes ``conv2d_nhwc_dot4`` over packed weights; others are left as they are.
-    Runs after constant folding (the weights must be constants, OHWI already baked)."""
-    rewriter = _Rewriter(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-    return rewriter.builder_.get()
+# Every eligible int8 NHWC conv (stride 1, no groups, channels divisible by 4, constant
+# weights) becomes ``conv2d_nhwc_dot4`` over packed weights; others are left as they are.
+# Runs after constant folding (the weights must be constants, OHWI already baked).
+dot4_conv = conv_rewrite_pass("Dot4Conv", _eligible, pack_weight, conv2d_nhwc_dot4, "conv2d_dot4")

@@ -23,6 +23,8 @@ import tvm
 from tvm import relax, te, topi
 from tvm.script import tirx as T
 
+from .rewrite import conv_rewrite_pass
+
 DOT = 4  # bytes summed into each int32 lane
 LANES = 8  # int32 lanes of a 256-bit vector: pixels per instruction
 INTRIN = "edge_sr_dot_8x4_u8i8i32_vnni"
@@ -118,26 +120,7 @@ def _eligible(call: relax.Call) -> bool:
             and int(width) % LANES == 0)
 
 
-@relax.expr_functor.mutator
-class _Rewriter(relax.PyExprMutator):
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = self.visit_expr_post_order(call)
-        if call.op != tvm.ir.Op.get("relax.nn.conv2d") or not _eligible(call):
-            return call
-        data, weight = call.args
-        wp = relax.const(pack_weight(weight.value.numpy()))
-        pad = tuple(int(p) for p in call.attrs.padding)
-        return self.builder_.call_te(conv2d_nchw_vnni, data, wp, pad,
-                                     primfunc_name_hint="conv2d_vnni")
-
-
-@tvm.transform.module_pass(opt_level=0, name="VnniConv")
-def vnni_conv(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    """Every eligible int8 NCHW conv (uint8 data, constant int8 weights, stride 1, no
-    groups, input channels divisible by 4, a static width divisible by 8) becomes
-    ``conv2d_nchw_vnni``; others are left as they are. Runs after constant folding."""
-    rewriter = _Rewriter(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-    return rewriter.builder_.get()
+# Every eligible int8 NCHW conv (uint8 data, constant int8 weights, stride 1, no
+# groups, input channels divisible by 4, a static width divisible by 8) becomes
+# ``conv2d_nchw_vnni``; others are left as they are. Runs after constant folding.
+vnni_conv = conv_rewrite_pass("VnniConv", _eligible, pack_weight, conv2d_nchw_vnni, "conv2d_vnni")

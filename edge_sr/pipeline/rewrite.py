@@ -1,0 +1,38 @@
+"""One mechanism for the passes that replace eligible ``relax.nn.conv2d`` calls by TE
+kernels over weights packed at build time (``dot4_conv``, ``vnni_conv``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import tvm
+from tvm import relax
+
+
+def conv_rewrite_pass(name: str, eligible: Callable[[relax.Call], bool],
+                      pack: Callable[[np.ndarray], np.ndarray], compute: Callable,
+                      kernel: str) -> tvm.transform.Pass:
+    """A module pass that replaces every conv2d call ``eligible`` accepts by
+    ``compute(data, packed weights, padding)`` (a TE function, emitted as kernel
+    ``kernel``), the weights packed by ``pack``; other calls are left as they are."""
+
+    @relax.expr_functor.mutator
+    class _Rewriter(relax.PyExprMutator):
+        def visit_call_(self, call: relax.Call) -> relax.Expr:
+            call = self.visit_expr_post_order(call)
+            if call.op != tvm.ir.Op.get("relax.nn.conv2d") or not eligible(call):
+                return call
+            data, weight = call.args
+            wp = relax.const(pack(weight.value.numpy()))
+            pad = tuple(int(p) for p in call.attrs.padding)
+            return self.builder_.call_te(compute, data, wp, pad, primfunc_name_hint=kernel)
+
+    def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        rewriter = _Rewriter(mod)
+        for gv, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+        return rewriter.builder_.get()
+
+    return tvm.transform.module_pass(transform, opt_level=0, name=name)
