@@ -13,7 +13,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .vnni import has_vnni
+from .vnni import has_vnni, vnni_conv
 
 
 def _dlight_gpu() -> tvm.transform.Pass:
@@ -96,18 +96,12 @@ def _dot4_conv() -> tvm.transform.Pass:
     return dot4_conv
 
 
-def _vnni_conv() -> tvm.transform.Pass:
-    from .vnni import vnni_conv
-
-    return vnni_conv
-
-
 # uint8_io is not a pass-list entry: it changes the module's signature, which the
 # manifest records from BuildConfig.io; the build applies it to the imported module.
 PASSES: dict[str, Callable[[], tvm.transform.Pass]] = {
     "layout_nhwc": _layout_nhwc,
     "dot4_conv": _dot4_conv,
-    "vnni_conv": _vnni_conv,
+    "vnni_conv": lambda: vnni_conv,
     "conv_chain": _conv_chain,
     "fold_constant": relax.transform.FoldConstant,
     "legalize": relax.transform.LegalizeOps,

@@ -10,6 +10,21 @@ import tvm
 from tvm import relax
 
 
+def int8_conv_with_constant_weights(call: relax.Call, data_dtype: str,
+                                    layouts: tuple[str, str]) -> bool:
+    """An int32-out conv of ``data_dtype`` data with constant int8 weights, stride and
+    dilation 1, no groups, in the (data/out, kernel) ``layouts``: what both packing
+    rewrites can take before their own channel conditions."""
+    a = call.attrs
+    data, weight = call.args
+    return (isinstance(weight, tvm.ir.expr.Constant) and weight.value.dtype == "int8"
+            and data.ty.dtype == data_dtype and a.out_dtype == "int32"
+            and (a.data_layout, a.kernel_layout, a.out_layout) == (layouts[0], layouts[1],
+                                                                  layouts[0])
+            and int(a.groups) == 1 and [int(v) for v in a.strides] == [1, 1]
+            and [int(v) for v in a.dilation] == [1, 1])
+
+
 def conv_rewrite_pass(name: str, eligible: Callable[[relax.Call], bool],
                       pack: Callable[[np.ndarray], np.ndarray], compute: Callable,
                       kernel: str) -> tvm.transform.Pass:

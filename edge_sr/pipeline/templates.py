@@ -87,7 +87,6 @@ class Conv:
     channels: int
     height: int
     width: int
-    reductions: int  # 1 (a 1x1 conv written as one reduction) or 3 (rc, ry, rx)
     pad: str | None  # the block padding its input, computed per tile
     copy: str | None  # a plain copy of its input (topi's unpadded pad_temp), inlined
     chain: tuple[str, str, str | None] | None  # (producer conv, its activation, its pad)
@@ -145,7 +144,7 @@ def _is_copy(sch, rv) -> bool:
 
 
 def _conv_shape(sch, rv) -> tuple[int, int, int, int] | None:
-    """(channels, height, width, reductions) of a float32 stride-1 NCHW conv block."""
+    """(channels, height, width, reductions: 1 or 3) of a float32 stride-1 NCHW conv."""
     blk = _block(sch, rv)
     ivs = list(blk.iter_vars)
     kinds = [iv.iter_type for iv in ivs]
@@ -198,13 +197,21 @@ def match_conv(sch, rv) -> Conv | None:
             copy = pname
         else:
             return None  # an unexpected producer (an inlined computation, a cast)
+    epilogue = _epilogue(sch, name)
+    if epilogue is None:
+        return None
+    return Conv(name, *shape[:3], pad, copy, chain, epilogue)
+
+
+def _epilogue(sch, name: str) -> tuple[str, ...] | None:
+    """The blocks after ``name``, if all are elementwise (None if another reduction
+    follows: conv_chain's producer conv, for one)."""
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     names = [_block(sch, b).name_hint for b in blocks]
     after = blocks[names.index(name) + 1:]
     if any(not _spatial(sch, b) for b in after):
-        return None  # another reduction follows (conv_chain's producer conv, for one)
-    return Conv(name, *shape, pad, copy, chain,
-                tuple(_block(sch, b).name_hint for b in after))
+        return None
+    return tuple(_block(sch, b).name_hint for b in after)
 
 
 # Every compute-at below keeps unit loops: tuning replays a space's trace with other tile
@@ -329,30 +336,28 @@ def template_spaces(sch, rv, cpu: Cpu) -> list:
             for ptile in ((4, 4), (4, 2)) if conv.chain else (None,):
                 if conv.chain and not _producer_fits(sch, conv, ptile, lanes, cpu):
                     continue
-                space = sch.copy()
-                try:
-                    schedule_conv(space, conv, tile, lanes, ptile)
-                except ScheduleError:
-                    continue  # a block this template cannot place (an odd epilogue)
-                _mark_done(space)
-                spaces.append(space)
+                spaces += _space(sch, schedule_conv, conv, tile, lanes, ptile)
     return spaces
+
+
+def _space(sch, schedule, *args) -> list:
+    """``[a copy of sch with schedule(copy, *args) applied]``, or ``[]`` when a block
+    cannot be placed (an odd epilogue); the copy's blocks are marked done."""
+    space = sch.copy()
+    try:
+        schedule(space, *args)
+    except ScheduleError:
+        return []
+    _mark_done(space)
+    return [space]
 
 
 def _vnni_spaces(sch, rv, cpu: Cpu) -> list:
     conv = match_vnni(sch, rv)
     if conv is None:
         return []
-    spaces = []
-    for tile in register_tiles(conv, vnni.LANES, cpu.registers):
-        space = sch.copy()
-        try:
-            schedule_vnni(space, conv, tile)
-        except ScheduleError:
-            continue
-        _mark_done(space)
-        spaces.append(space)
-    return spaces
+    return [space for tile in register_tiles(conv, vnni.LANES, cpu.registers)
+            for space in _space(sch, schedule_vnni, conv, tile)]
 
 
 def _producer_fits(sch, conv: Conv, ptile: tuple[int, int], lanes: int, cpu: Cpu) -> bool:
@@ -389,13 +394,14 @@ def space_generator(target: tvm.target.Target) -> ms.space_generator.PostOrderAp
     """The tuner's design spaces for ``target``: ``ConvTemplate`` before the target's own
     rules (the ones TVM picks by itself: VNNI/dot-product intrinsics included), with the
     target's postprocessors and mutators; TVM's default for targets it does not know."""
-    if cpu_of(target) is None:
+    cpu = cpu_of(target)
+    if cpu is None:
         return "post-order-apply"
     probe = ms.TuneContext(mod=_probe_module(), target=target,
                            space_generator=ms.space_generator.PostOrderApply(), task_name="probe")
     gen = probe.space_generator
     return ms.space_generator.PostOrderApply(
-        sch_rules=[ConvTemplate(cpu_of(target)), *gen.sch_rules], postprocs=list(gen.postprocs),
+        sch_rules=[ConvTemplate(cpu), *gen.sch_rules], postprocs=list(gen.postprocs),
         mutator_probs=dict(gen.mutator_probs))
 
 
@@ -416,13 +422,11 @@ def match_vnni(sch, rv) -> Conv | None:
     if blk.name_hint != vnni.CONV or len(ext) != 8 or len(packs) != 1:
         return None
     pads = [_block(sch, p).name_hint for p in sch.get_producers(packs[0])]
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    names = [_block(sch, b).name_hint for b in blocks]
-    after = blocks[names.index(blk.name_hint) + 1:]
-    if len(pads) > 1 or any(not _spatial(sch, b) for b in after):
+    epilogue = _epilogue(sch, blk.name_hint)
+    if len(pads) > 1 or epilogue is None:
         return None
-    return Conv(blk.name_hint, ext[1], ext[2], ext[3], 4, pads[0] if pads else None, None,
-                None, tuple(_block(sch, b).name_hint for b in after), vnni.PACK)
+    return Conv(blk.name_hint, ext[1], ext[2], ext[3], pads[0] if pads else None, None,
+                None, epilogue, vnni.PACK)
 
 
 def schedule_vnni(sch, conv: Conv, tile: tuple[int, int, int]) -> None:

@@ -23,7 +23,7 @@ import tvm
 from tvm import relax, te, topi
 from tvm.script import tirx as T
 
-from .rewrite import conv_rewrite_pass
+from .rewrite import conv_rewrite_pass, int8_conv_with_constant_weights
 
 DOT = 4  # bytes summed into each int32 lane
 LANES = 8  # int32 lanes of a 256-bit vector: pixels per instruction
@@ -106,17 +106,11 @@ def conv2d_nchw_vnni(data: te.Tensor, wp: te.Tensor, padding: tuple[int, int, in
 
 
 def _eligible(call: relax.Call) -> bool:
-    a = call.attrs
-    data, weight = call.args
-    if not isinstance(weight, tvm.ir.expr.Constant):
+    if not int8_conv_with_constant_weights(call, "uint8", ("NCHW", "OIHW")):
         return False
-    o, i, _, _ = (int(s) for s in weight.value.shape)
+    channels = int(call.args[1].value.shape[1])
     width = call.ty.shape[3]
-    return (data.ty.dtype == "uint8" and weight.value.dtype == "int8"
-            and a.out_dtype == "int32" and a.data_layout == "NCHW"
-            and a.kernel_layout == "OIHW" and a.out_layout == "NCHW" and int(a.groups) == 1
-            and [int(s) for s in a.strides] == [1, 1] and [int(d) for d in a.dilation] == [1, 1]
-            and i % DOT == 0 and isinstance(width, tvm.tirx.IntImm)
+    return (channels % DOT == 0 and isinstance(width, tvm.tirx.IntImm)
             and int(width) % LANES == 0)
 
 

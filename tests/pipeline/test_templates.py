@@ -39,7 +39,7 @@ def test_cpu_shapes():
 @pytest.mark.parametrize("shape", [(12, 360, 640), (4, 128, 128), (56, 88, 88), (3, 30, 40)])
 def test_register_tiles_fit_the_registers_and_divide_the_image(cpu, shape):
     c, h, w = shape
-    conv = templates.Conv("conv", c, h, w, 3, None, None, None, ())
+    conv = templates.Conv("conv", c, h, w, None, None, None, ())
     tiles = templates.register_tiles(conv, cpu.lanes[0], cpu.registers)
     if w % cpu.lanes[0]:
         assert tiles == []  # a row that is no whole number of vectors: no template
