@@ -29,13 +29,26 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
-    cfg = TrainConfig(model=args.model, iters=args.iters, batch=args.batch, patch=args.patch,
-                      lr=args.lr, seed=args.seed, out=args.out or "", val_every=args.val_every,
-                      export=args.export or "", init=args.init or "",
-                      adversarial=args.adversarial, threads=args.threads,
-                      stop_after=args.stop_after, qat=args.qat, distill=args.distill)
+    cfg = TrainConfig(model=args.model, iters=args.iters, batch=args.batch,
+                      lr_patch=args.lr_patch, lr=args.lr, warmup=args.warmup, seed=args.seed,
+                      out=args.out or "", val_every=args.val_every, export=args.export or "",
+                      init=args.init or "", adversarial=args.adversarial, threads=args.threads,
+                      stop_after=args.stop_after, minutes=args.minutes, device=args.device,
+                      bf16=args.bf16, compile=args.compile, qat=args.qat,
+                      distill=args.distill)
     result = train(cfg)
     print(json.dumps(result))
+    return 0
+
+
+@command
+def cmd_train_zoo(args: argparse.Namespace) -> int:
+    from .train_zoo import ZooTrainConfig, train_zoo
+
+    result = train_zoo(ZooTrainConfig(models=args.model or [], minutes=args.minutes,
+                                      runs=args.runs, threads=args.threads,
+                                      device=args.device))
+    print(json.dumps(result, indent=1))
     return 0
 
 
@@ -372,25 +385,43 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list the model registry")
 
-    p = sub.add_parser("train", help="train a model (resumable)")
+    p = sub.add_parser("train", help="train a model on its recipe (resumable)")
     p.add_argument("--model", required=True)
-    p.add_argument("--iters", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--patch", type=int, default=64, help="HR patch size")
-    p.add_argument("--lr", type=float, default=5e-4)
+    recipe = "default: the model's recipe (edge_sr/models/recipe.py)"
+    p.add_argument("--iters", type=int, help=f"steps of the schedule; {recipe}")
+    p.add_argument("--batch", type=int, help=recipe)
+    p.add_argument("--lr-patch", type=int, help=f"LR patch side in pixels; {recipe}")
+    p.add_argument("--lr", type=float, help=f"peak learning rate; {recipe}")
+    p.add_argument("--warmup", type=int, help=f"linear warm-up steps; {recipe}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/MODEL)")
-    p.add_argument("--val-every", type=int, default=250)
-    p.add_argument("--export", help="final weights path (default: the committed location)")
+    p.add_argument("--val-every", type=int, help=recipe)
+    p.add_argument("--export", help="best weights path (default: the committed location; "
+                   "written only when they beat it on the held-out images)")
     p.add_argument("--init", help="start from these weights")
     p.add_argument("--adversarial", action="store_true", help="add the SRGAN adversarial loss")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast (default: where the hardware has it)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"torch.compile the training step; {recipe}")
     p.add_argument("--qat", action="store_true",
                    help="quantization-aware fine-tuning for int8 (writes MODEL.qat.pt)")
     p.add_argument("--distill", type=float, default=1.0,
                    help="QAT: weight of the L1 distance to the float model's output")
     p.add_argument("--stop-after", type=int, default=0,
                    help="checkpoint and stop after N steps this run (rerun to continue)")
+    p.add_argument("--minutes", type=float, default=0.0,
+                   help="checkpoint and stop after M minutes this run (rerun to continue)")
+
+    p = sub.add_parser("train-zoo", help="advance every recipe's resumable run in "
+                       "edge_sr/weights/runs (a time budget; rerun to continue)")
+    p.add_argument("--model", action="append", help="only these models (repeatable)")
+    p.add_argument("--minutes", type=float, default=60.0, help="total budget of this call")
+    p.add_argument("--runs", default="", help="runs folder (default edge_sr/weights/runs)")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
 
     p = sub.add_parser("eval", help="PSNR/SSIM of a model vs bicubic on a dataset")
     p.add_argument("--model", required=True)

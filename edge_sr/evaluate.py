@@ -15,7 +15,6 @@ from .data import (
     list_images,
     load_image,
     make_pair,
-    resolve_dataset,
     to_model_input,
 )
 from .metrics import psnr, ssim, to_uint8
@@ -41,7 +40,7 @@ class EvalConfig:
 
 def load_pairs(dataset: str | Path, scale: int, colour: str, limit: int = 0) -> list[PairSample]:
     """Load a dataset's images as evaluation pairs for one scale and colour space."""
-    files = list_images(resolve_dataset(dataset))
+    files = list_images(dataset)
     files = files[:limit] if limit else files
     return [make_pair(load_image(p), scale, colour, p.stem) for p in files]
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+
+import torch
+
 from .evaluate import evaluate_module, load_pairs
-from .models import MODELS, load_model
+from .models import MODELS, WEIGHTS_DIR, load_model
 
 # Published Y-channel figures (PSNR, SSIM or None), from shared/datasets/README.md.
 PUBLISHED: dict[tuple[str, str], tuple[float, float | None]] = {
     ("fsrcnn_x2", "set5"): (37.00, 0.9558), ("fsrcnn_x2", "set14"): (32.63, 0.9088),
     ("fsrcnn_x3", "set5"): (33.16, None),
+    ("fsrcnn_s_x2", "set5"): (36.57, None),
     ("fsrcnn_x4", "set5"): (30.72, 0.8660), ("fsrcnn_x4", "set14"): (27.61, 0.7550),
     ("srresnet_b16_x4", "set5"): (32.05, 0.9019), ("srresnet_b16_x4", "set14"): (28.49, 0.8184),
 }
@@ -17,6 +22,24 @@ PUBLISHED: dict[tuple[str, str], tuple[float, float | None]] = {
 def committed_models() -> list[str]:
     """Registry names that have a committed checkpoint."""
     return [name for name, spec in MODELS.items() if spec.weights_path.exists()]
+
+
+def training_cost(name: str) -> dict:
+    """Steps and hours of training behind the committed checkpoint.
+
+    Read from the checkpoint (``steps``, ``elapsed_s``: cumulative over every resumed
+    invocation), else from the last row of the committed log ``weights/NAME.csv``.
+    """
+    ckpt = torch.load(MODELS[name].weights_path, map_location="cpu", weights_only=True)
+    if "elapsed_s" in ckpt:
+        return {"steps": ckpt.get("iter"), "hours": ckpt["elapsed_s"] / 3600,
+                "device": ckpt.get("device", "cpu")}
+    log = WEIGHTS_DIR / f"{name}.csv"
+    if not log.exists():
+        return {"steps": None, "hours": None, "device": None}
+    rows = list(csv.DictReader(log.open()))
+    return {"steps": int(rows[-1]["iter"]), "hours": float(rows[-1]["elapsed_s"]) / 3600,
+            "device": "cpu"}
 
 
 def zoo_table(datasets: list[str], models: list[str] | None = None) -> list[dict]:
@@ -33,7 +56,8 @@ def zoo_table(datasets: list[str], models: list[str] | None = None) -> list[dict
                          "bicubic_psnr": res["bicubic"]["psnr"],
                          "bicubic_ssim": res["bicubic"]["ssim"],
                          "published_psnr": pub[0] if pub else None,
-                         "published_ssim": pub[1] if pub else None})
+                         "published_ssim": pub[1] if pub else None,
+                         "training": training_cost(name)})
     return rows
 
 
@@ -47,4 +71,30 @@ def format_zoo(rows: list[dict]) -> str:
         lines.append(f"| {r['model']} | {r['dataset']} x{r['scale']} | {r['psnr']:.2f} / "
                      f"{r['ssim']:.4f} | {r['bicubic_psnr']:.2f} / {r['bicubic_ssim']:.4f} | "
                      f"{r['psnr'] - r['bicubic_psnr']:+.2f} | {pub} |")
+    return "\n".join(lines)
+
+
+def format_zoo_summary(rows: list[dict]) -> str:
+    """Markdown: one line per model, datasets side by side, published figures, training."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    by_model: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by_model.setdefault(r["model"], {})[r["dataset"]] = r
+    head = " | ".join(f"{d} PSNR / SSIM (published)" for d in datasets)
+    lines = [f"| model | scale | {head} | training |",
+             "|---|---|" + "---|" * len(datasets) + "---|"]
+    for model, per in by_model.items():
+        cells = []
+        for d in datasets:
+            r = per.get(d)
+            if r is None:
+                cells.append("")
+                continue
+            pub = f" ({r['published_psnr']:.2f})" if r.get("published_psnr") else ""
+            cells.append(f"{r['psnr']:.2f} / {r['ssim']:.4f}{pub}")
+        t = next(iter(per.values())).get("training") or {}
+        cost = (f"{t['steps']:,} steps, {t['hours']:.2f} h {t['device']}"
+                if t.get("hours") is not None else "")
+        scale = next(iter(per.values()))["scale"]
+        lines.append(f"| {model} | x{scale} | {' | '.join(cells)} | {cost} |")
     return "\n".join(lines)

@@ -27,7 +27,31 @@ from .imresize import imresize
 
 
 class ImageError(Exception):
-    """An unreadable, corrupt or unsupported image."""
+    """An unreadable, corrupt, unsupported or too large image."""
+
+
+# Input pixels accepted by default: a 16-megapixel photo upscaled x2 is held as about
+# 1.5 GB of float planes, what a 4 GB board can spare. EDGE_SR_MAX_PIXELS or
+# --max-pixels choose another limit (0: none).
+DEFAULT_MAX_PIXELS = 16_000_000
+
+
+def max_pixels() -> int:
+    """The input pixel limit: ``EDGE_SR_MAX_PIXELS`` if set, else the default."""
+    text = os.environ.get("EDGE_SR_MAX_PIXELS", "")
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    if not text.isdigit():
+        raise ImageError(f"EDGE_SR_MAX_PIXELS must be a whole number of pixels; got {text!r}")
+    return int(text)
+
+
+def check_size(path: str | Path, width: int, height: int, limit: int | None = None) -> None:
+    """Refuse an image larger than ``limit`` pixels (default ``max_pixels()``; 0: none)."""
+    limit = max_pixels() if limit is None else limit
+    if limit and width * height > limit:
+        raise ImageError(f"{path}: {width}x{height} is {width * height:,} pixels, over the "
+                         f"limit of {limit:,} (--max-pixels or EDGE_SR_MAX_PIXELS to raise it)")
 
 
 @dataclass
@@ -47,10 +71,17 @@ class Picture:
     bits: int
 
 
-def read_picture(path: str | Path) -> Picture:
-    """Decode an image file into a ``Picture``; one-line ``ImageError`` on failure."""
+def read_picture(path: str | Path, limit: int | None = None) -> Picture:
+    """Decode an image file into a ``Picture``; one-line ``ImageError`` on failure.
+
+    Args:
+        path: Image file.
+        limit: Most pixels accepted (default ``max_pixels()``; 0: no limit). The header's
+            size is checked before any pixel is decoded.
+    """
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
+            check_size(path, *im.size, limit)
             im.load()
             mode = im.mode
             if mode == "P":
@@ -72,6 +103,17 @@ def read_picture(path: str | Path) -> Picture:
         raise ImageError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: not a readable image ({exc})") from None
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """``Image.open`` without PIL's own decompression-bomb refusal (``check_size`` is
+    ours, with a limit the user can set)."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        return Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def write_picture(pic: Picture, path: str | Path) -> None:
@@ -139,11 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifact", required=True,
                         help="artifact folder (manifest.json + library)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.add_argument("--max-pixels", type=int, default=None,
+                        help="largest input accepted, in pixels (default EDGE_SR_MAX_PIXELS "
+                        f"or {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
     args = parser.parse_args(argv)
     from .engine import load_local
 
     try:
-        pic = read_picture(args.input)
+        pic = read_picture(args.input, args.max_pixels)
         engine = load_local(args.artifact)
         start = time.time()
         out = upscale_picture(pic, engine, None if args.quiet else text_progress)

@@ -10,8 +10,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "install edge-sr (pins in pyproject.toml)"
-python3 -m pip install -q -e ".[bench]"
+step "host tools: cross compiler, QEMU, debootstrap, socat (apt, when missing)"
+bash scripts/host-deps
+
+step "install edge-sr (pins in pyproject.toml, tools in constraints.txt)"
+python3 -m pip install -q -c constraints.txt -e ".[bench]"
 
 step "committed models on Set5 (PyTorch fp32, host x86)"
 edge-sr zoo --dataset set5

@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-python3 -m pip install -q -e ".[dev,bench]"
+bash scripts/host-deps
+python3 -m pip install -q -c constraints.txt -e ".[dev,bench]"
 bash scripts/emulated-pi setup
 # status_field CMD KEY: one field of `scripts/emulated-pi CMD`'s JSON, as Python prints it.
 status_field() {

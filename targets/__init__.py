@@ -33,7 +33,8 @@ class TargetSpec:
         rpc_port: Default RPC server port.
         tuning_trials: Default MetaSchedule trial budget for one model.
         layouts: Conv data layout per dtype (``NCHW`` or ``NHWC``; the ``layout_nhwc``
-            pass converts conv2d, never conv2d_transpose: TVM issue 19694).
+            pass converts conv2d, never conv2d_transpose: TVM 0.27 computes it wrongly
+            in NHWC).
         signed_int8: Store int8 activations signed (uint8 shifted by -128, bit-identical
             output) so that every int8 conv is int8 x int8: the form Arm's ``sdot`` takes.
         description: One line for ``edge-sr targets``.

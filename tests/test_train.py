@@ -1,4 +1,4 @@
-"""Training: determinism, resume, logging, adversarial step."""
+"""Training: recipes, determinism, resume, schedule checks, logging, export, adversarial."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from edge_sr.train import LOG_FIELDS, TrainConfig, train
+from edge_sr.models import MODELS
+from edge_sr.train import LOG_FIELDS, TrainConfig, TrainError, lr_at, train
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,8 @@ def tiny_data(tmp_path_factory):
 
 
 def _cfg(tmp_path, data, name, **kw) -> TrainConfig:
-    base = dict(model="fsrcnn_tiny_x2", iters=6, batch=2, patch=32, val_every=3,
+    base = dict(model="fsrcnn_tiny_x2", iters=6, batch=2, lr_patch=16, val_every=3, warmup=2,
+                compile=False,
                 datasets=[data], val_dataset=data, out=str(tmp_path / name),
                 export=str(tmp_path / f"{name}.pt"))
     base.update(kw)
@@ -44,7 +46,7 @@ def test_same_seed_same_weights(tmp_path, tiny_data):
 def test_resume_continues_exactly(tmp_path, tiny_data):
     train(_cfg(tmp_path, tiny_data, "straight"))
     first = train(_cfg(tmp_path, tiny_data, "resumed", stop_after=4))  # "interrupted"
-    assert first["stopped_at"] == 4 and not (tmp_path / "resumed.pt").exists()
+    assert first["iter"] == 4 and not first["done"]
     train(_cfg(tmp_path, tiny_data, "resumed"))  # picks up resumed/last.pt
     ws, wr = _weights(tmp_path / "straight.pt"), _weights(tmp_path / "resumed.pt")
     assert all(torch.allclose(ws[k], wr[k]) for k in ws)
@@ -67,5 +69,122 @@ def test_adversarial_fine_tuning_runs(tmp_path, tiny_data):
 
 
 def test_adversarial_needs_rgb(tmp_path, tiny_data):
-    with pytest.raises(ValueError, match="RGB"):
+    with pytest.raises(TrainError, match="RGB"):
         train(_cfg(tmp_path, tiny_data, "bad", adversarial=True))
+
+
+def test_resume_refuses_another_schedule_in_one_line(tmp_path, tiny_data):
+    train(_cfg(tmp_path, tiny_data, "run", stop_after=3))
+    with pytest.raises(TrainError) as err:
+        train(_cfg(tmp_path, tiny_data, "run", iters=12))
+    assert "iters=6" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_export_only_when_it_beats_the_file_on_validation(tmp_path, tiny_data):
+    path = tmp_path / "w.pt"
+    result = train(_cfg(tmp_path, tiny_data, "a", export=str(path)))
+    assert result["weights"] == str(path)
+    first = path.read_bytes()
+    worse = train(_cfg(tmp_path, tiny_data, "b", export=str(path), iters=3, val_every=3,
+                       lr=1e-9))  # a near-untrained model cannot beat it
+    assert worse["weights"] is None and path.read_bytes() == first
+    assert torch.load(tmp_path / "b" / "best.pt", weights_only=True)["iter"] == 3
+
+
+def test_warmup_then_cosine_to_the_final_rate():
+    rec = MODELS["fsrcnn_x2"].recipe
+    assert lr_at(rec, 0) == pytest.approx(rec.lr / rec.warmup)
+    assert lr_at(rec, rec.warmup - 1) == pytest.approx(rec.lr)
+    assert lr_at(rec, rec.iters) == pytest.approx(rec.lr * rec.final_lr)
+    steps = range(rec.warmup, rec.iters, 997)
+    assert all(lr_at(rec, a) >= lr_at(rec, b) for a, b in zip(steps, steps[1:]))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_has_a_recipe_whose_patches_fit_the_data(name):
+    spec = MODELS[name]
+    rec = spec.recipe
+    assert rec.iters >= 10_000 and rec.lr_patch * spec.scale <= 200  # BSD: 321 px sides
+    assert not rec.init or rec.init in MODELS
+
+
+def test_fsrcnn_deconvolution_learns_at_a_tenth_of_the_rate():
+    from edge_sr.train import _param_groups
+
+    model = MODELS["fsrcnn_x2"].factory()
+    groups = _param_groups(model, MODELS["fsrcnn_x2"].recipe)
+    by_mult = {g["lr_mult"]: {id(p) for p in g["params"]} for g in groups}
+    assert by_mult[0.1] == {id(model.deconv.weight), id(model.deconv.bias)}
+    assert len(by_mult[1.0]) == len(list(model.parameters())) - 2
+
+
+def test_pruned_srresnet_starts_from_the_committed_16_blocks(tmp_path, tiny_data):
+    from edge_sr.train_init import init_from
+
+    spec = MODELS["srresnet_b4_x4"]
+    src = MODELS["srresnet_b16_x4"].factory()
+    torch.save({"state_dict": src.state_dict()}, tmp_path / "b16.pt")
+    model = init_from(spec.factory(), spec, spec.recipe, str(tmp_path / "b16.pt"))
+    assert len(model.body) == 4
+    assert torch.equal(model.head[0].weight, src.head[0].weight)
+    assert torch.equal(model.body[-1].body[0].conv.weight, src.body[-1].body[0].conv.weight)
+
+
+def test_zoo_runs_wait_for_their_source(tmp_path):
+    from edge_sr.train_zoo import _ready
+
+    assert _ready(tmp_path, "fsrcnn_x2") and not _ready(tmp_path, "fsrcnn_x3")
+    (tmp_path / "fsrcnn_x2").mkdir()
+    iters = MODELS["fsrcnn_x2"].recipe.iters
+    torch.save({"iter": iters, "schedule": {"iters": iters}},
+               tmp_path / "fsrcnn_x2" / "last.pt")
+    assert not _ready(tmp_path, "fsrcnn_x2") and _ready(tmp_path, "fsrcnn_x3")
+
+
+def test_bf16_training_keeps_the_output_layer_in_float32():
+    from edge_sr.train import keep_float32, output_layer
+
+    model = MODELS["ecbsr_m4c8_x2"].factory()
+    layer = output_layer(model)
+    assert layer is model.backbone[-1]
+    keep_float32(layer, "cpu")
+    x = torch.rand(1, 1, 12, 12)
+    with torch.autocast("cpu", torch.bfloat16):
+        assert model.backbone[:-1](x).dtype == torch.bfloat16
+        assert model(x).dtype == torch.float32
+    import copy
+
+    twin = copy.deepcopy(model)  # a copy's float32 layer computes with its own weights
+    with torch.no_grad():
+        output_layer(twin).conv3x3.bias.add_(1.0)
+    assert not torch.allclose(twin(x), model(x))
+
+
+def test_compiled_training_follows_the_eager_one(tmp_path, tiny_data):
+    eager = train(_cfg(tmp_path, tiny_data, "eager", bf16=False))
+    compiled = train(_cfg(tmp_path, tiny_data, "compiled", bf16=False, compile=True))
+    we, wc = _weights(tmp_path / "eager.pt"), _weights(tmp_path / "compiled.pt")
+    assert all(torch.allclose(we[k], wc[k], atol=1e-4) for k in we)
+    assert compiled["best_psnr"] == pytest.approx(eager["best_psnr"], abs=0.05)
+
+
+def test_sigterm_stops_a_background_run_with_a_checkpoint(tmp_path, tiny_data):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (f"from edge_sr.train import TrainConfig, train\n"
+              f"train(TrainConfig(model='fsrcnn_tiny_x2', iters=10**6, batch=2, lr_patch=16, "
+              f"val_every=10**5, datasets=[{tiny_data!r}], val_dataset={tiny_data!r}, "
+              f"out={str(tmp_path / 'run')!r}, export={str(tmp_path / 'w.pt')!r}, "
+              f"compile=False, bf16=False))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while "fsrcnn_tiny_x2" not in (proc.stderr.read(200) or "") and time.time() < deadline:
+        pass  # the progress bar has started: the loop runs
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert state["iter"] > 0 and state["schedule"]["iters"] == 10**6

@@ -11,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from runtime.colour import rgb_to_y
 from runtime.imresize import imresize
+from runtime.upscale import ImageError, check_size, open_image
 
 IMAGE_EXTS = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
 # The checkout's sibling ``shared/datasets``; EDGE_SR_DATASETS overrides it.
@@ -22,33 +23,74 @@ class DatasetError(ValueError):
     """A missing dataset or an unreadable image, with a one-line message."""
 
 
+# Training images held out for validation and checkpoint selection: the last
+# HOLDOUT images (by name) of a dataset, named ``NAME:val``; ``NAME:train`` is the rest.
+# Set5 and Set14 are test sets, reported only, never used to pick a checkpoint.
+HOLDOUT = 20
+SPLITS = ("train", "val")
+
+
+def known_datasets() -> list[str]:
+    """Dataset names under ``DATASETS_DIR``: its sub-folders that hold images."""
+    if not DATASETS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in DATASETS_DIR.iterdir()
+                  if p.is_dir() and any(f.suffix.lower() in IMAGE_EXTS for f in p.iterdir()))
+
+
+def _split(name: str | Path) -> tuple[str, str]:
+    text = str(name)
+    base, sep, split = text.rpartition(":")
+    if sep and split in SPLITS and not Path(text).is_dir():
+        return base, split
+    return text, ""
+
+
 def resolve_dataset(name: str | Path) -> Path:
-    """A dataset name under ``DATASETS_DIR`` (e.g. ``set5``) or any folder of images."""
-    path = Path(name)
+    """A dataset name under ``DATASETS_DIR`` (e.g. ``set5``) or any folder of images.
+
+    A ``:train`` / ``:val`` suffix (see ``HOLDOUT``) is accepted and ignored here.
+    """
+    base, _ = _split(name)
+    path = Path(base)
     if path.is_dir():
         return path
-    candidate = DATASETS_DIR / str(name).lower()
-    if candidate.is_dir():
+    candidate = DATASETS_DIR / base.lower()
+    if candidate.is_dir() and candidate.name in known_datasets():
         return candidate
-    known = sorted(p.name for p in DATASETS_DIR.iterdir()) if DATASETS_DIR.is_dir() else []
-    raise DatasetError(f"no dataset {str(name)!r}: not a folder, and not one of "
-                       f"{known or 'nothing'} under {DATASETS_DIR}")
+    raise DatasetError(f"no dataset {base!r}: not a folder of images, and not one of "
+                       f"{known_datasets() or 'nothing'} under {DATASETS_DIR}")
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """The image files of a folder, sorted by name."""
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    """The image files of a dataset name or folder, sorted by name.
+
+    ``NAME:val`` gives the last ``HOLDOUT`` images, ``NAME:train`` the others.
+    """
+    base, split = _split(folder)
+    root = resolve_dataset(base)
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTS)
     if not files:
         raise DatasetError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) in {folder}")
-    return files
+    if split and len(files) <= HOLDOUT:
+        raise DatasetError(f"{base} has {len(files)} images: too few to hold out {HOLDOUT}")
+    if split == "val":
+        return files[-HOLDOUT:]
+    return files[:-HOLDOUT] if split == "train" else files
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Read an image as uint8 RGB (grayscale is replicated to three channels)."""
+    """Read an image as uint8 RGB (grayscale is replicated to three channels).
+
+    Images over ``runtime.upscale.max_pixels()`` are refused from their header.
+    """
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
+            check_size(path, *im.size)
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except ImageError as exc:
+        raise DatasetError(str(exc)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from None
 
 
@@ -93,9 +135,12 @@ class TrainPatches:
 
     LR images are synthesized once per image (whole-image MATLAB bicubic, as at test
     time) and kept in memory; 291 training images take about 0.5 GB as float32 RGB.
+    Images are drawn in proportion to their area, so every pixel is equally likely to be
+    seen (uniform sampling would over-weight T91's small images).
 
     Args:
-        folders: Dataset names or folders (e.g. ``["t91", "bsd200"]``).
+        folders: Dataset names, ``NAME:train`` splits, or folders (e.g.
+            ``["t91", "bsd200:train"]``).
         scale: Upscaling factor.
         colour: ``"y"`` or ``"rgb"``.
         patch: HR patch size (rounded down to a multiple of ``scale``).
@@ -108,12 +153,17 @@ class TrainPatches:
         self.rng = np.random.default_rng(seed)
         self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
         for folder in folders:
-            for path in list_images(resolve_dataset(folder)):
+            for path in list_images(folder):
                 pair = make_pair(load_image(path), scale, colour, path.stem)
                 if min(pair.lr.shape[:2]) * scale < self.patch:
                     continue
                 self.pairs.append((to_model_input(pair.lr, colour),
                                    to_model_input(pair.hr, colour)))
+        if not self.pairs:
+            raise DatasetError(f"no training image of {folders} is at least {self.patch} "
+                               f"pixels on each side")
+        area = np.array([lr.shape[1] * lr.shape[2] for lr, _ in self.pairs], dtype=np.float64)
+        self.weights = area / area.sum()
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -122,7 +172,7 @@ class TrainPatches:
         """Draw ``size`` random augmented patches: (N,C,p/s,p/s) LR, (N,C,p,p) HR."""
         lp, s = self.patch // self.scale, self.scale
         lrs, hrs = [], []
-        for k in self.rng.integers(len(self.pairs), size=size):
+        for k in self.rng.choice(len(self.pairs), size=size, p=self.weights):
             lr, hr = self.pairs[k]
             i = int(self.rng.integers(lr.shape[1] - lp + 1))
             j = int(self.rng.integers(lr.shape[2] - lp + 1))

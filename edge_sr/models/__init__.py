@@ -7,7 +7,7 @@ function that turns the training form into the deploy form.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from torch import nn
 from .ecbsr import ECBSR
 from .fsrcnn import FSRCNN, FSRCNNTiny
 from .ghostsr import GhostSR, ghost_from_plain
+from .recipe import DEFAULT_RECIPE, RECIPES, Recipe
 from .srresnet import Discriminator, SRResNet
 from .xlsr import XLSR
 
@@ -43,7 +44,6 @@ class ModelSpec:
         deploy: Training form -> inference form (fused ECBSR, fixed GhostSR shifts,
             folded batch-norm). Must return a module in eval mode.
         family: Paper family, for grouping in tables.
-        train: Default training settings (iterations, batch, patch) for ``edge-sr train``.
         int8_goal: Set5 PSNR drop (dB) the int8 fallback aims under, when tighter than
             the build's guard (the project's goals: 0.05 for FSRCNN and ECBSR, 0.1 for
             the rest).
@@ -55,13 +55,17 @@ class ModelSpec:
     colour: str
     deploy: Callable[[nn.Module], nn.Module] = _eval_copy
     family: str = ""
-    train: dict = field(default_factory=dict)
     int8_goal: float = 0.1
 
     @property
     def channels(self) -> int:
         """Input (and output) channels."""
         return 1 if self.colour == "y" else 3
+
+    @property
+    def recipe(self) -> Recipe:
+        """How this variant is trained (``recipe.RECIPES``; a short default elsewhere)."""
+        return RECIPES.get(self.name, DEFAULT_RECIPE)
 
     @property
     def weights_path(self) -> Path:
@@ -87,6 +91,9 @@ MODELS: dict[str, ModelSpec] = _register(
     + [ModelSpec(f"xlsr_x{s}", partial(XLSR, s), s, "rgb", family="xlsr") for s in (2, 3)]
     + [
         ModelSpec("ghostsr_x2", partial(GhostSR, 2, 8, 32), 2, "y", _method_deploy, "ghostsr"),
+        # The paper's route: a trained plain edsrlite_x2, k-means, fine-tuned.
+        ModelSpec("ghostsr_km_x2", partial(GhostSR, 2, 8, 32), 2, "y", _method_deploy,
+                  "ghostsr"),
         ModelSpec("edsrlite_x2", partial(GhostSR, 2, 8, 32, ghost=False), 2, "y",
                   _method_deploy, "ghostsr"),
     ]
@@ -152,5 +159,5 @@ def load_model(name: str, weights: str | Path | None = None, deploy: bool = True
     return model
 
 
-__all__ = ["MODELS", "ModelSpec", "ModelError", "get_spec", "load_model", "ghost_from_plain",
-           "Discriminator", "WEIGHTS_DIR"]
+__all__ = ["MODELS", "ModelSpec", "ModelError", "Recipe", "get_spec", "load_model",
+           "ghost_from_plain", "Discriminator", "WEIGHTS_DIR"]

@@ -90,6 +90,21 @@ class SRResNet(nn.Module):
         return out
 
 
+def prune_blocks(model: SRResNet, blocks: int) -> SRResNet:
+    """A copy of ``model`` with ``blocks`` of its residual blocks, evenly spaced in depth.
+
+    Head, body tail, upsampler and tail keep their weights; the blocks kept keep theirs.
+    Fine-tune afterwards.
+    """
+    have = len(model.body)
+    if not 1 <= blocks <= have:
+        raise ValueError(f"cannot keep {blocks} of {have} residual blocks")
+    out = copy.deepcopy(model)
+    keep = sorted({round(i * (have - 1) / max(1, blocks - 1)) for i in range(blocks)})
+    out.body = nn.Sequential(*(out.body[i] for i in keep))
+    return out
+
+
 class Discriminator(nn.Module):
     """The SRGAN discriminator: 8 conv layers (stride 1/2 alternating), LeakyReLU, dense head.
 

@@ -297,6 +297,19 @@ class Lowered:
     mod: tvm.IRModule
 
 
+# The largest module input: bigger images run through it in tiles, so a bigger module
+# only costs memory (a 4096x4096 float32 FSRCNN build holds ~3.7 GB of activations).
+MAX_SIDE = 4096
+
+
+def check_size(size: tuple[int, int]) -> None:
+    """Refuse a module input that is not positive or over ``MAX_SIDE`` on a side."""
+    if min(size) < 1 or max(size) > MAX_SIDE:
+        raise BuildError(f"--size {size[0]}x{size[1]} is outside 1..{MAX_SIDE} per side: "
+                         "images larger than the module run through it in tiles, so build "
+                         "at a tile size (e.g. 360x640)")
+
+
 def lower(cfg: BuildConfig) -> Lowered:
     """Phases load -> (quantize | export -> import) -> named passes, with one-line errors."""
     spec = get_spec(cfg.model)
@@ -311,6 +324,7 @@ def lower(cfg: BuildConfig) -> Lowered:
     target = target_registry.tvm_target(tspec)
     model = load_model(cfg.model, cfg.weights)
     radius = receptive_radius(spec)
+    check_size(cfg.size)
     if min(cfg.size) <= 2 * radius:
         raise BuildError(f"--size {cfg.size[0]}x{cfg.size[1]} is too small for {cfg.model}: "
                          f"tiles need more than twice the receptive radius ({radius} px)")

@@ -38,7 +38,7 @@ def _dlight_gpu_spatial() -> tvm.transform.Pass:
 
 
 def _layout_nhwc() -> tvm.transform.Pass:
-    # conv2d only: conv2d_transpose stays NCHW (TVM issue 19694: wrong NHWC results).
+    # conv2d only: conv2d_transpose stays NCHW (TVM 0.27 computes it wrongly in NHWC).
     return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})
 
 

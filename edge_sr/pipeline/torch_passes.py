@@ -11,13 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-
-def _phase_taps(k: int, s: int, p: int) -> list[list[tuple[int, int]]]:
-    """For each output phase r, the (kernel tap, input offset) pairs of a 1-D deconv."""
-    taps = []
-    for r in range(s):
-        taps.append([(kk, (r + p - kk) // s) for kk in range(k) if (r + p - kk) % s == 0])
-    return taps
+from ..models.subpixel import convertible, subpixel_params
 
 
 def subpixel_conv(deconv: nn.ConvTranspose2d) -> nn.Sequential | None:
@@ -30,31 +24,16 @@ def subpixel_conv(deconv: nn.ConvTranspose2d) -> nn.Sequential | None:
         ``Sequential(Conv2d, PixelShuffle)``, or None when the deconv is not of the
         "output = input * s" kind (k + output_padding - 2p == s, equal strides, groups 1).
     """
-    (kh, kw), (sh, sw) = deconv.kernel_size, deconv.stride
-    (ph, pw), (oh, ow) = deconv.padding, deconv.output_padding
-    if sh != sw or deconv.groups != 1 or deconv.dilation != (1, 1):
+    if not convertible(deconv):
         return None
-    s = sh
-    if kh + oh - 2 * ph != s or kw + ow - 2 * pw != s:
-        return None
-    ty, tx = _phase_taps(kh, s, ph), _phase_taps(kw, s, pw)
-    pad = max(abs(d) for taps in ty + tx for _, d in taps)
-    k = 2 * pad + 1
-    cin, cout = deconv.in_channels, deconv.out_channels
-    w = deconv.weight.detach()  # (cin, cout, kh, kw)
-    weight = torch.zeros(cout * s * s, cin, k, k, dtype=w.dtype)
-    for ry in range(s):
-        for rx in range(s):
-            rows = torch.arange(cout) * s * s + ry * s + rx
-            for ky, dy in ty[ry]:
-                for kx, dx in tx[rx]:
-                    weight[rows, :, dy + pad, dx + pad] = w[:, :, ky, kx].T
-    conv = nn.Conv2d(cin, cout * s * s, k, padding=pad, bias=deconv.bias is not None,
-                     dtype=w.dtype)
+    with torch.no_grad():
+        weight, bias, pad = subpixel_params(deconv)
+    conv = nn.Conv2d(deconv.in_channels, weight.shape[0], weight.shape[-1], padding=pad,
+                     bias=bias is not None, dtype=weight.dtype)
     conv.weight.data.copy_(weight)
-    if deconv.bias is not None:
-        conv.bias.data.copy_(deconv.bias.detach().repeat_interleave(s * s))
-    return nn.Sequential(conv, nn.PixelShuffle(s))
+    if bias is not None:
+        conv.bias.data.copy_(bias)
+    return nn.Sequential(conv, nn.PixelShuffle(deconv.stride[0]))
 
 
 def subpixel_deconv(model: nn.Module) -> nn.Module:

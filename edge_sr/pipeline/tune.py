@@ -16,10 +16,12 @@ seeds from the database).
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -194,6 +196,29 @@ def _builder_runner(cfg: TuneConfig, tspec: target_registry.TargetSpec):
     return builder, runner
 
 
+MS_LOGGER = "tvm.s_tir.meta_schedule"
+
+
+@contextmanager
+def own_logging():
+    """Detach the handlers MetaSchedule did not make from its logger while it tunes.
+
+    Each tuning context re-runs ``logging.config.dictConfig`` with the names of the
+    handlers found on MetaSchedule's logger: an unnamed one (a test runner's, a user's
+    ``addHandler``) crashes it (``'NoneType' object has no attribute 'format'``) and a
+    foreign named one is unknown to the new configuration. They are re-attached after.
+    """
+    logger = logging.getLogger(MS_LOGGER)
+    foreign = [h for h in logger.handlers if not (h.get_name() or "").startswith(MS_LOGGER)]
+    for handler in foreign:
+        logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in foreign:
+            logger.addHandler(handler)
+
+
 def _tune_round(tasks: list, trials: int, seed: int, cfg: TuneConfig,
                 builder, runner, database) -> None:
     """One search round of ``trials`` candidates over ``tasks`` (what ``tune_relax`` does
@@ -202,7 +227,7 @@ def _tune_round(tasks: list, trials: int, seed: int, cfg: TuneConfig,
 
     from .templates import space_generator
 
-    with tempfile.TemporaryDirectory() as logs:
+    with tempfile.TemporaryDirectory() as logs, own_logging():
         contexts, weights = [], []
         for task in tasks:  # a space generator (with its rules' state) per task
             ctx, weight = ms.relax_integration.extracted_tasks_to_tune_contexts(

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..data import TrainPatches
-from ..data.datasets import list_images, load_image, make_pair, resolve_dataset
+from ..data.datasets import list_images, load_image, make_pair
 from ..evaluate import run_torch
 from ..metrics import psnr
 from ..models import ModelSpec
@@ -119,7 +119,7 @@ def validation_pairs(dataset: str, scale: int, colour: str, count: int) -> tuple
     drop is ~4.5x smaller than on Set5 (~35 dB). Whole T91 images sit near the test
     sets' error level (33.5 dB), so their drop predicts the guard's.
     """
-    files = list_images(resolve_dataset(dataset))
+    files = list_images(dataset)
     step = max(1, len(files) // count)
     return tuple(make_pair(load_image(f), scale, colour, f.stem) for f in files[::step][:count])
 

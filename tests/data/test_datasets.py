@@ -64,3 +64,36 @@ def test_train_patches_are_aligned_and_deterministic(tmp_path):
     from edge_sr.data import imresize
     down = imresize(hr[0, 0].astype(np.float64), 0.5)
     assert np.abs(down[3:-3, 3:-3] - lr[0, 0, 3:-3, 3:-3]).max() < 0.02
+
+
+def test_readme_is_not_a_dataset():
+    with pytest.raises(DatasetError) as err:
+        resolve_dataset("README.md")
+    assert "README" not in str(err.value).split("one of")[1]
+
+
+def _folder(path, sizes):
+    rng = np.random.default_rng(0)
+    path.mkdir()
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path / f"{i:03}.png")
+    return path
+
+
+def test_holdout_splits_are_disjoint_and_cover_the_set(tmp_path):
+    from edge_sr.data.datasets import HOLDOUT, list_images
+
+    folder = _folder(tmp_path / "d", [(8, 8)] * (HOLDOUT + 5))
+    train, val = list_images(f"{folder}:train"), list_images(f"{folder}:val")
+    assert len(val) == HOLDOUT and len(train) == 5
+    assert sorted(train + val) == list_images(folder) and not set(train) & set(val)
+
+
+def test_patches_are_drawn_by_area(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(folder / "small.png")
+    Image.fromarray(np.full((96, 96, 3), 255, np.uint8)).save(folder / "big.png")  # 9x area
+    lr, _ = TrainPatches([str(folder)], 2, "y", patch=32, seed=0).batch(2000)
+    big_share = (lr.mean(axis=(1, 2, 3)) > 0.5).mean()
+    assert 0.87 < big_share < 0.93

@@ -73,3 +73,45 @@ def test_ghost_from_plain_approximates_a_generic_model():
     x = torch.rand(1, 1, 12, 12)
     assert ghost(x).shape == plain(x).shape
     assert torch.isfinite(ghost(x)).all()
+
+
+def test_training_forward_applies_exactly_one_shift_and_learns_the_logits():
+    torch.manual_seed(0)
+    mod = GhostModule(4, 8).train()
+    x = torch.randn(1, 4, 6, 6)
+    weights = mod.shift_weights()
+    assert torch.allclose(weights, torch.nn.functional.one_hot(weights.argmax(), 9).float())
+    mod(x).square().sum().backward()
+    assert mod.logits.grad is not None and mod.logits.grad.abs().sum() > 0
+
+
+def test_at_the_end_of_annealing_training_forward_is_the_deploy_form():
+    torch.manual_seed(0)
+    model = GhostSR(2, blocks=2, channels=8)
+    for m in model.modules():
+        if isinstance(m, GhostModule):
+            m.logits.data = torch.randn(9)
+    x = torch.rand(1, 1, 12, 12)
+    model.train()
+    model.anneal(0.5)  # mid-schedule: noisy samples differ from the argmax somewhere
+    assert any(not torch.allclose(model(x), model.deploy()(x)) for _ in range(5))
+    model.anneal(1.0)
+    assert all(m.noise == 0 for m in model.modules() if isinstance(m, GhostModule))
+    assert torch.allclose(model(x), model.deploy()(x), atol=1e-6)
+
+
+def test_chosen_shift_has_the_nine_term_sums_gradients():
+    from edge_sr.models.ghostsr import _ChosenShift
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    logits = torch.randn(9, dtype=torch.float64, requires_grad=True)
+    soft = torch.softmax(logits, 0)
+    w = torch.nn.functional.one_hot(soft.argmax(), 9).double() - soft.detach() + soft
+    g = torch.randn(2, 3, 5, 6, dtype=torch.float64)
+    ref = sum(wj * shift2d(x, dy, dx) for wj, (dy, dx) in zip(w, SHIFTS))
+    ref_grads = torch.autograd.grad((ref * g).sum(), (x, logits), retain_graph=True)
+    out = _ChosenShift.apply(x, w, int(w.argmax()))
+    grads = torch.autograd.grad((out * g).sum(), (x, logits))
+    assert torch.allclose(out, ref)
+    assert all(torch.allclose(a, b) for a, b in zip(grads, ref_grads))

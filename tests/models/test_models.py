@@ -50,7 +50,23 @@ def test_ecb_fuse_is_one_plain_conv_equal_to_four_branches(cin, cout):
     fused = block.fuse()
     assert type(fused) is torch.nn.Conv2d and fused.kernel_size == (3, 3)
     x = torch.randn(2, cin, 11, 9)
-    assert torch.allclose(block(x), fused(x), atol=1e-5)
+    assert torch.allclose(block.eval()(x), fused(x), atol=1e-5)
+
+
+def test_ecb_trains_through_its_merged_kernel_with_the_branches_gradients():
+    torch.manual_seed(0)
+    block = ECB(8, 8)
+    _randomize(block)
+    x = torch.randn(2, 8, 10, 9)
+    grads = []
+    for training in (False, True):  # four branches, then the one merged conv
+        block.zero_grad()
+        out = block.train(training)(x)
+        out.square().sum().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in block.parameters()]))
+    (ref, g_ref), (out, g_out) = grads
+    assert torch.allclose(ref, out, atol=1e-4)
+    assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-3) for a, b in zip(g_ref, g_out))
 
 
 def test_ecbsr_deploy_has_only_plain_convs():

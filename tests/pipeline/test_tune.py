@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
 
 from edge_sr.pipeline import BuildConfig, BuildError, build
-from edge_sr.pipeline.tune import RECORDS, TuneConfig, check_database, tune
+from edge_sr.pipeline.tune import MS_LOGGER, RECORDS, TuneConfig, check_database, tune
 from runtime.engine import load_local
 
 
@@ -36,8 +37,22 @@ def test_tune_then_build_applies_every_schedule_and_computes_the_same(tmp_path):
     assert again["records"] > res["records"]
 
 
+@pytest.fixture
+def foreign_handlers():
+    """Handlers MetaSchedule did not make, on its logger (as a user's logging setup or a
+    test runner may leave them): tuning must work around them and leave them in place."""
+    logger = logging.getLogger(MS_LOGGER)
+    handlers = [logging.NullHandler(), logging.NullHandler()]
+    handlers[1].set_name("users-own")
+    for h in handlers:
+        logger.addHandler(h)
+    yield handlers
+    for h in handlers:
+        logger.removeHandler(h)
+
+
 @pytest.mark.slow
-def test_tune_named_kernels_then_only_the_missing_ones(tmp_path):
+def test_tune_named_kernels_then_only_the_missing_ones(tmp_path, foreign_handlers):
     db = str(tmp_path / "db")
     one = tune(TuneConfig(build=_cfg(tmp_path, tuning_db=db), trials=2, per_iter=2,
                           kernels=["transpose"]))  # the depth-to-space kernel only
@@ -48,6 +63,7 @@ def test_tune_named_kernels_then_only_the_missing_ones(tmp_path):
     again = tune(TuneConfig(build=_cfg(tmp_path, tuning_db=db), trials=4, per_iter=2,
                             missing_only=True))
     assert again["trials"] == 0 and again["records"] == rest["records"]
+    assert all(h in logging.getLogger(MS_LOGGER).handlers for h in foreign_handlers)
 
 
 def test_unknown_kernel_name_is_a_one_line_error(tmp_path):

@@ -186,7 +186,7 @@ def test_qat_checkpoint_is_a_deploy_form_that_loads(tmp_path):
     for i in range(2):
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(data / f"{i}.png")
     out = tmp_path / "qat.pt"
-    train(TrainConfig(model="fsrcnn_tiny_x2", qat=True, iters=2, batch=2, patch=32,
+    train(TrainConfig(model="fsrcnn_tiny_x2", qat=True, iters=2, batch=2, lr_patch=16,
                       val_every=2, datasets=[str(data)], val_dataset=str(data),
                       out=str(tmp_path / "run"), export=str(out)))
     model = load_model("fsrcnn_tiny_x2", out)

@@ -118,3 +118,47 @@ def test_runtime_works_without_torch_or_edge_sr(tmp_path, host_artifact):
     assert proc.returncode == 0, proc.stderr
     assert Image.open(tmp_path / "o.png").size == (40, 40)
     assert json.loads((host_artifact / "manifest.json").read_text())["model"] == "fsrcnn_tiny_x2"
+
+
+def _bomb_png(path, width=100_000, height=100_000):
+    """A PNG whose header claims width x height pixels (its data is a few bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_huge_header_is_refused_in_one_line_before_decoding(tmp_path, host_artifact, capsys):
+    src = _bomb_png(tmp_path / "bomb.png")
+    out = tmp_path / "out.png"
+    assert upscale_main([str(src), "-o", str(out), "--artifact", str(host_artifact)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "100000x100000" in err and "--max-pixels" in err
+    assert not out.exists()
+
+
+def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
+    from runtime.upscale import ImageError
+
+    src = _save(tmp_path / "in.png", RNG.integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    assert read_picture(src, limit=600).rgb.shape == (20, 30, 3)
+    with pytest.raises(ImageError, match="over the limit of 599"):
+        read_picture(src, limit=599)
+    monkeypatch.setenv("EDGE_SR_MAX_PIXELS", "100")
+    with pytest.raises(ImageError, match="limit of 100"):
+        read_picture(src)
+
+
+def test_training_images_share_the_limit(tmp_path):
+    from edge_sr.data import DatasetError, load_image
+
+    with pytest.raises(DatasetError, match="over the limit") as err:
+        load_image(_bomb_png(tmp_path / "bomb.png"))
+    assert "\n" not in str(err.value)

@@ -1,0 +1,94 @@
+"""Training recipes: how each registry model is trained (``ModelSpec.recipe``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# Training images and the held-out validation images (see ``edge_sr.data.HOLDOUT``).
+TRAIN_SETS = ("t91", "bsd200:train")
+VAL_SET = "bsd200:val"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One model's training schedule.
+
+    The learning rate warms up linearly over ``warmup`` steps to ``lr``, then follows a
+    cosine down to ``lr * final_lr``.
+
+    Attributes:
+        iters: Optimizer steps of the whole schedule.
+        batch: Patches per step.
+        lr_patch: LR patch side in pixels (the HR patch is ``lr_patch * scale``).
+        lr: Peak Adam learning rate.
+        warmup: Linear warm-up steps.
+        final_lr: Learning rate at the end, as a fraction of ``lr``.
+        lr_mult: ``(name fragment, multiplier)`` pairs: parameters whose name contains the
+            fragment learn at ``lr * multiplier`` (first match wins).
+        val_every: Validate (held-out images) and checkpoint every N steps.
+        init: Start from another model's committed weights (matching names and shapes
+            only): the paper's transfer (FSRCNN x3/x4 from x2), pruning (SRResNet b12..b2
+            from b16), conversion (GhostSR from its plain twin).
+        init_fn: How ``init`` becomes this model: ``""`` (copy matching tensors),
+            ``"ghost_from_plain"`` or ``"prune_blocks"``.
+        bf16: Train under bfloat16 autocast where the CPU has native bf16 (the float32
+            master weights and the last layer stay float32).
+        compile: Run the training step's forward and backward through ``torch.compile``
+            (on for the models it speeds up: FSRCNN 1.3x, ECBSR 1.5x on the host; XLSR
+            runs slower compiled, SRResNet level, GhostSR's sampled shift breaks graphs).
+    """
+
+    iters: int
+    batch: int = 16
+    lr_patch: int = 32
+    lr: float = 5e-4
+    warmup: int = 1000
+    final_lr: float = 0.01
+    lr_mult: tuple[tuple[str, float], ...] = ()
+    val_every: int = 2000
+    init: str = ""
+    init_fn: str = ""
+    bf16: bool = True
+    compile: bool = False
+    datasets: tuple[str, ...] = field(default=TRAIN_SETS)
+    val_dataset: str = VAL_SET
+
+    def schedule(self) -> dict:
+        """The fields a resumed run must share with the run it continues."""
+        keep = ("iters", "batch", "lr_patch", "lr", "warmup", "final_lr", "lr_mult",
+                "datasets")
+        d = asdict(self)
+        return {k: (list(map(list, d[k])) if k == "lr_mult" else
+                    list(d[k]) if k == "datasets" else d[k]) for k in keep}
+
+
+# FSRCNN's paper trains its deconvolution at a tenth of the conv layers' rate.
+_FSRCNN_MULT = (("deconv", 0.1),)
+_FSRCNN = {"lr_mult": _FSRCNN_MULT, "compile": True}
+# GhostSR's shift logits must move far from their zero init to pick a direction.
+_GHOST_MULT = (("logits", 10.0),)
+
+# Models without an entry (none in the registry today) train on this short schedule.
+DEFAULT_RECIPE = Recipe(20_000)
+
+RECIPES: dict[str, Recipe] = {
+    "fsrcnn_x2": Recipe(150_000, lr=1.5e-3, lr_patch=32, **_FSRCNN),
+    "fsrcnn_x3": Recipe(60_000, lr=1e-3, lr_patch=24, init="fsrcnn_x2", **_FSRCNN),
+    "fsrcnn_x4": Recipe(60_000, lr=1e-3, lr_patch=20, init="fsrcnn_x2", **_FSRCNN),
+    "fsrcnn_s_x2": Recipe(150_000, lr=2e-3, lr_patch=32, **_FSRCNN),
+    "fsrcnn_tiny_x2": Recipe(60_000, lr=2e-3, lr_patch=32, val_every=5000, compile=True),
+    "ecbsr_m4c8_x2": Recipe(100_000, lr=1e-3, lr_patch=48, compile=True),
+    "ecbsr_m4c16_x2": Recipe(100_000, lr=1e-3, lr_patch=48, compile=True),
+    "ecbsr_m10c32_x2": Recipe(100_000, lr=1e-3, lr_patch=48, compile=True),
+    "xlsr_x2": Recipe(150_000, lr=2e-3, lr_patch=32, warmup=2000),
+    "xlsr_x3": Recipe(150_000, lr=2e-3, lr_patch=32, warmup=2000),
+    "ghostsr_x2": Recipe(150_000, lr=5e-4, lr_patch=48, lr_mult=_GHOST_MULT),
+    "ghostsr_km_x2": Recipe(30_000, lr=2e-4, lr_patch=48, lr_mult=_GHOST_MULT, warmup=500,
+                            init="edsrlite_x2", init_fn="ghost_from_plain"),
+    "edsrlite_x2": Recipe(150_000, lr=5e-4, lr_patch=48),
+    "srresnet_b16_x4": Recipe(300_000, lr=2e-4, lr_patch=24, val_every=5000),
+}
+for _b in (12, 8, 4, 2):
+    RECIPES[f"srresnet_b{_b}_x4"] = Recipe(
+        60_000, lr=1e-4, lr_patch=24, warmup=500, val_every=5000, init="srresnet_b16_x4",
+        init_fn="prune_blocks")

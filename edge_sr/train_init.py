@@ -1,0 +1,60 @@
+"""Where a run's weights start: fresh, another model's weights, a transfer or a pruning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .models import ModelError, ModelSpec, Recipe, get_spec, ghost_from_plain
+from .models.srresnet import prune_blocks
+
+
+def _source(name: str, path: str | Path | None) -> nn.Module:
+    """The training form of model ``name`` with weights from ``path`` (default: committed)."""
+    spec = get_spec(name)
+    path = Path(path) if path else spec.weights_path
+    if not path.exists():
+        raise ModelError(f"{name}'s weights ({path}) are needed to start from: train "
+                         f"{name} first")
+    model = spec.factory()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state.get("state_dict", state))
+    return model
+
+
+def copy_matching(dst: nn.Module, src: nn.Module) -> int:
+    """Copy every tensor whose name and shape match; returns how many were copied."""
+    mine = dst.state_dict()
+    same = {k: v for k, v in src.state_dict().items() if k in mine and mine[k].shape == v.shape}
+    dst.load_state_dict(same, strict=False)
+    return len(same)
+
+
+def init_from(model: nn.Module, spec: ModelSpec, rec: Recipe, init: str = "") -> nn.Module:
+    """The starting point of a new run of ``spec``.
+
+    Args:
+        model: A freshly built training-form model.
+        spec: Its registry entry.
+        rec: Its recipe (``init``/``init_fn`` say what it starts from).
+        init: A checkpoint path that overrides the recipe (the same model, or the
+            recipe's ``init`` model when ``init_fn`` needs one).
+
+    Returns:
+        The model to train (``model`` itself, or a converted one).
+    """
+    if init and not rec.init:
+        copy_matching(model, _source(spec.name, init))
+        return model
+    if not rec.init:
+        return model
+    src = _source(rec.init, init or None)
+    if rec.init_fn == "ghost_from_plain":
+        return ghost_from_plain(src)
+    if rec.init_fn == "prune_blocks":
+        return prune_blocks(src, len(model.body))
+    if copy_matching(model, src) == 0:
+        raise ModelError(f"{rec.init} shares no weights with {spec.name}")
+    return model

@@ -1,0 +1,26 @@
+"""The CLI's answer to bad input: one line on stderr, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_sr.cli import main
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["build", "--target", "host", "--size", "100000x100000"], "1..4096 per side"),
+    (["eval", "--model", "fsrcnn_tiny_x2", "--dataset", "README.md"], "no dataset"),
+    (["train", "--model", "fsrcnn_tiny_x2", "--iters", "0"], "must be >= 1"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_eval_names_only_real_datasets(capsys):
+    main(["eval", "--model", "fsrcnn_tiny_x2", "--dataset", "README.md"])
+    listed = capsys.readouterr().err.split("one of")[1]
+    assert "set5" in listed and "README" not in listed
