@@ -356,7 +356,9 @@ def test_nhwc_int8_epilogues_fuse_into_their_convs():
                             calib_images=16, reference_dataset=""))
     kernels = [gv.name_hint for gv, _ in low.mod.functions_items() if gv.name_hint != "main"]
     convs = [k for k in kernels if "conv2d" in k]
-    assert len(convs) == 5  # FSRCNN: 4 requantizing convs + the float output tail
-    assert sum("floor" in k for k in convs) == 4
+    # FSRCNN: every conv kernel requantizes in its own epilogue but the float output tail
+    # (how many distinct conv kernels there are depends on which tensors the fallback
+    # keeps in 16 bits)
+    assert len(convs) >= 5 and sum("floor" not in k for k in convs) == 1
     alone = [k for k in kernels if "floor" in k and "conv2d" not in k]
     assert len(alone) == 1 and "pad" in alone[0]  # the input's quantization only
