@@ -34,6 +34,8 @@ from .models import Discriminator, ModelError, ModelSpec, Recipe, get_spec, load
 from .train_init import init_from
 
 LOG_FIELDS = ["iter", "loss", "lr", "val_psnr", "val_ssim", "elapsed_s"]
+# QAT fine-tunes a trained model: a short schedule at a low rate (unless given).
+QAT_DEFAULTS = {"iters": 2000, "lr": 1e-4, "warmup": 0, "val_every": 250}
 
 
 class TrainError(EdgeSRError):
@@ -107,8 +109,9 @@ class TrainConfig:
                 if getattr(self, k) is not None}
         if self.datasets is not None:
             over["datasets"] = tuple(self.datasets)
-        if self.qat:  # QAT fine-tunes: no warm-up unless asked, float32 fake-quant
-            over.setdefault("warmup", 0)
+        if self.qat:  # a short fine-tune at a low rate, float32 fake-quant
+            for key, value in QAT_DEFAULTS.items():
+                over.setdefault(key, value)
             over["bf16"] = over["compile"] = False
         rec = replace(spec.recipe, **over)
         if min(rec.iters, rec.batch, rec.lr_patch, rec.val_every) < 1 or rec.lr <= 0:

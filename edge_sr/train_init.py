@@ -24,10 +24,12 @@ def _source(name: str, path: str | Path | None) -> nn.Module:
     return model
 
 
-def copy_matching(dst: nn.Module, src: nn.Module) -> int:
-    """Copy every tensor whose name and shape match; returns how many were copied."""
+def copy_matching(dst: nn.Module, src: nn.Module, prefix: str = "") -> int:
+    """Copy every tensor whose name (starting with ``prefix``) and shape match; returns
+    how many were copied."""
     mine = dst.state_dict()
-    same = {k: v for k, v in src.state_dict().items() if k in mine and mine[k].shape == v.shape}
+    same = {k: v for k, v in src.state_dict().items()
+            if k.startswith(prefix) and k in mine and mine[k].shape == v.shape}
     dst.load_state_dict(same, strict=False)
     return len(same)
 
@@ -55,6 +57,7 @@ def init_from(model: nn.Module, spec: ModelSpec, rec: Recipe, init: str = "") ->
         return ghost_from_plain(src)
     if rec.init_fn == "prune_blocks":
         return prune_blocks(src, len(model.body))
-    if copy_matching(model, src) == 0:
+    # "body": the feature layers only, the upsampler starts afresh (FSRCNN's transfer)
+    if copy_matching(model, src, "body." if rec.init_fn == "body" else "") == 0:
         raise ModelError(f"{rec.init} shares no weights with {spec.name}")
     return model

@@ -180,11 +180,43 @@ def test_sigterm_stops_a_background_run_with_a_checkpoint(tmp_path, tiny_data):
               f"out={str(tmp_path / 'run')!r}, export={str(tmp_path / 'w.pt')!r}, "
               f"compile=False, bf16=False))\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while "fsrcnn_tiny_x2" not in (proc.stderr.read(200) or "") and time.time() < deadline:
-        pass  # the progress bar has started: the loop runs
+    seen, deadline = "", time.time() + 120
+    while "fsrcnn_tiny_x2" not in seen and proc.poll() is None and time.time() < deadline:
+        seen += proc.stderr.read(100)  # until the progress bar shows: the loop runs
+    assert proc.poll() is None, seen[-500:]
     time.sleep(2)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert state["iter"] > 0 and state["schedule"]["iters"] == 10**6
+
+
+def test_qat_fine_tunes_on_a_short_low_rate_schedule_by_default():
+    spec = MODELS["fsrcnn_x2"]
+    rec = TrainConfig(model="fsrcnn_x2", qat=True).recipe(spec)
+    assert (rec.iters, rec.lr, rec.warmup, rec.bf16) == (2000, 1e-4, 0, False)
+    assert TrainConfig(model="fsrcnn_x2", qat=True, lr=5e-5).recipe(spec).lr == 5e-5
+
+
+def test_fsrcnn_x3_takes_x2s_feature_layers_and_a_new_deconvolution(tmp_path):
+    from edge_sr.train_init import init_from
+
+    torch.manual_seed(0)
+    src = MODELS["fsrcnn_x2"].factory()
+    torch.nn.init.normal_(src.deconv.weight)
+    torch.save({"state_dict": src.state_dict()}, tmp_path / "x2.pt")
+    spec = MODELS["fsrcnn_x3"]
+    model = init_from(spec.factory(), spec, spec.recipe, str(tmp_path / "x2.pt"))
+    assert all(torch.equal(a, b) for a, b in zip(model.body.parameters(), src.body.parameters()))
+    assert not torch.equal(model.deconv.weight, src.deconv.weight)
+
+
+def test_ghost_route_trains_from_a_plain_model_and_resumes(tmp_path, tiny_data):
+    torch.manual_seed(0)
+    torch.save({"state_dict": MODELS["edsrlite_x2"].factory().state_dict()},
+               tmp_path / "plain.pt")
+    cfg = dict(model="ghostsr_km_x2", iters=4, val_every=2, init=str(tmp_path / "plain.pt"))
+    first = train(_cfg(tmp_path, tiny_data, "km", stop_after=2, **cfg))
+    assert first["iter"] == 2
+    done = train(_cfg(tmp_path, tiny_data, "km", **cfg))  # resumes the converted model
+    assert done["done"] and np.isfinite(done["best_psnr"])

@@ -73,6 +73,14 @@ class GhostModule(nn.Module):
         # Optional output gather (plain channel -> ghost slot), set by ghost_from_plain.
         self.register_buffer("gather", None)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A converted module (ghost_from_plain) carries its output gather: a fresh one
+        # (gather None, not in its own state dict) takes it from the checkpoint.
+        gather = state_dict.get(prefix + "gather")
+        if gather is not None and self.gather is None:
+            self.gather = torch.empty_like(gather)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def shift_weights(self) -> torch.Tensor:
         """Training-time weights of the 9 shifts: one-hot forward, soft backward."""
         scores = self.logits

@@ -30,6 +30,7 @@ class Recipe:
             only): the paper's transfer (FSRCNN x3/x4 from x2), pruning (SRResNet b12..b2
             from b16), conversion (GhostSR from its plain twin).
         init_fn: How ``init`` becomes this model: ``""`` (copy matching tensors),
+            ``"body"`` (copy the ``body.*`` tensors only: the upsampler starts afresh),
             ``"ghost_from_plain"`` or ``"prune_blocks"``.
         bf16: Train under bfloat16 autocast where the CPU has native bf16 (the float32
             master weights and the last layer stay float32).
@@ -73,8 +74,10 @@ DEFAULT_RECIPE = Recipe(20_000)
 
 RECIPES: dict[str, Recipe] = {
     "fsrcnn_x2": Recipe(150_000, lr=1.5e-3, lr_patch=32, **_FSRCNN),
-    "fsrcnn_x3": Recipe(60_000, lr=1e-3, lr_patch=24, init="fsrcnn_x2", **_FSRCNN),
-    "fsrcnn_x4": Recipe(60_000, lr=1e-3, lr_patch=20, init="fsrcnn_x2", **_FSRCNN),
+    "fsrcnn_x3": Recipe(60_000, lr=1e-3, lr_patch=24, init="fsrcnn_x2", init_fn="body",
+                        **_FSRCNN),
+    "fsrcnn_x4": Recipe(60_000, lr=1e-3, lr_patch=20, init="fsrcnn_x2", init_fn="body",
+                        **_FSRCNN),
     "fsrcnn_s_x2": Recipe(150_000, lr=2e-3, lr_patch=32, **_FSRCNN),
     "fsrcnn_tiny_x2": Recipe(60_000, lr=2e-3, lr_patch=32, val_every=5000, compile=True),
     "ecbsr_m4c8_x2": Recipe(100_000, lr=1e-3, lr_patch=48, compile=True),

@@ -115,3 +115,14 @@ def test_chosen_shift_has_the_nine_term_sums_gradients():
     grads = torch.autograd.grad((out * g).sum(), (x, logits))
     assert torch.allclose(out, ref)
     assert all(torch.allclose(a, b) for a, b in zip(grads, ref_grads))
+
+
+def test_a_converted_model_loads_into_a_fresh_one(tmp_path):
+    from edge_sr.models import load_model
+
+    torch.manual_seed(0)
+    ghost = ghost_from_plain(MODELS["edsrlite_x2"].factory()).eval()
+    torch.save({"state_dict": ghost.state_dict()}, tmp_path / "km.pt")
+    loaded = load_model("ghostsr_km_x2", tmp_path / "km.pt")
+    x = torch.rand(1, 1, 12, 12)
+    assert torch.allclose(loaded(x), ghost.deploy()(x), atol=1e-6)
