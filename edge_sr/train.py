@@ -350,7 +350,7 @@ def train(cfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(
         {"model": cfg.model, **run.schedule(), "val_dataset": rec.val_dataset,
-         "val_every": rec.val_every, "lr_patch": rec.lr_patch, "bf16": run.bf16}, indent=1))
+         "val_every": rec.val_every, "bf16": run.bf16}, indent=1))
     start, elapsed0, best = 0, 0.0, float("-inf")
     if stored is not None:
         run.restore(stored)

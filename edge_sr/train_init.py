@@ -4,24 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from .models import ModelError, ModelSpec, Recipe, get_spec, ghost_from_plain
+from .models import ModelError, ModelSpec, Recipe, ghost_from_plain, load_model
 from .models.srresnet import prune_blocks
 
 
 def _source(name: str, path: str | Path | None) -> nn.Module:
-    """The training form of model ``name`` with weights from ``path`` (default: committed)."""
-    spec = get_spec(name)
-    path = Path(path) if path else spec.weights_path
-    if not path.exists():
-        raise ModelError(f"{name}'s weights ({path}) are needed to start from: train "
-                         f"{name} first")
-    model = spec.factory()
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state.get("state_dict", state))
-    return model
+    """The training form of model ``name`` with weights from ``path`` (default: committed);
+    ``load_model``'s one-line ``ModelError`` when they are missing or do not fit."""
+    return load_model(name, path or None, deploy=False)
 
 
 def copy_matching(dst: nn.Module, src: nn.Module, prefix: str = "") -> int:

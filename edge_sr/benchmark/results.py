@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 from ..zoo import format_zoo_summary
+from .peak import _cpuinfo, _field, cpu_peak
 from .report import markdown
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,17 +29,8 @@ MARK = re.compile(r"(<!-- results:(\w[\w-]*) -->\n).*?(<!-- /results:\2 -->)", r
 
 def host_machine() -> str:
     """This machine in words: CPU model, cores, vector ISA."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from .peak import cpu_peak
-
     peak = cpu_peak()
+    model = _field(_cpuinfo(), "model name") or platform.processor() or platform.machine()
     return f"host {platform.machine()}: {model}, {peak['cores']} cores, {peak['isa']}"
 
 
