@@ -148,7 +148,8 @@ def tune_config(args: argparse.Namespace, trials: int):
 
     return TuneConfig(build=build_config(args), trials=trials, minutes=args.minutes,
                       per_iter=args.per_iter, timeout=args.timeout, number=args.number,
-                      tracker=args.tracker, key=args.key, missing_only=args.missing_only,
+                      tracker=args.tracker, device=args.device, key=args.key,
+                      missing_only=args.missing_only,
                       kernels=args.kernel or [])
 
 
@@ -164,7 +165,9 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--number", type=int, default=3,
                    help="runs averaged into one measurement (default 3; 1 for kernels that "
                         "take seconds on an emulated board)")
-    g.add_argument("--tracker", help="tracker HOST:PORT that grants the device (device targets)")
+    g.add_argument("--device", help="the board's RPC server HOST:PORT (device targets: "
+                                    "python -m runtime.server on the board; no tracker needed)")
+    g.add_argument("--tracker", help="tracker HOST:PORT that grants a board (a pool of boards)")
     g.add_argument("--key", default="", help="device key at the tracker (default: the target's)")
     g.add_argument("--missing-only", action="store_true",
                    help="tune only the kernels with no record in the database yet (after a "
@@ -212,16 +215,20 @@ def cmd_build(args: argparse.Namespace) -> int:
     manifest = json.loads((path / "manifest.json").read_text())
     ref = manifest.get("reference", {})
     tuning = manifest["tuning"]
+    default = tuning.get("default_scheduled", 0)
     untuned = (" (no tuning database: dlight's default GPU schedules)"
                if manifest["target"]["kind"] == "cuda" else
-               " (no tuning database: kernels are unscheduled and slow)")
+               f" (no tuning database: default CPU schedules for {default} of "
+               f"{tuning['kernels']} kernels; `edge-sr tune` measures faster ones)")
     if tuning["state"] == "partial":
         untuned = (f" ({tuning.get('tuned')}/{tuning.get('kernels')} kernels in the tuning "
-                   "database; the others are not)")
+                   f"database, default schedules for {default})")
     state = tuning["state"] + ("" if tuning["state"] == "tuned" else untuned)
     print(f"built {path} in {manifest['build']['seconds']} s: {manifest['model']} for "
           f"{manifest['target']['name']} ({manifest['target']['arch']}), input "
           f"{'x'.join(map(str, manifest['input']['shape']))}, {state}")
+    if tuning.get("warning"):
+        print(f"edge-sr build: warning: {tuning['warning']}", file=sys.stderr)
     if ref:
         print(f"reference on {ref['dataset']}: PSNR torch {ref['psnr_torch']:.2f} dB, host TVM "
               f"{ref['psnr_tvm_host']:.2f} dB, bicubic {ref['psnr_bicubic']:.2f} dB")
@@ -280,7 +287,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     results = bench_models(args.model, target=args.target, size=args.size, repeat=args.repeat,
                            runtimes=tuple(args.runtimes), device=args.device,
-                           timeout=args.timeout)
+                           timeout=args.timeout, load=args.load)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "bench.json", results)
@@ -485,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300,
                    help="RPC session seconds per device runtime (warm-up and timed calls; "
                         "default 300)")
+    p.add_argument("--load", type=int, default=0, metavar="N",
+                   help="also time every runtime with N processes spinning on the machine "
+                        "that runs it (here, or the device), and report the slowdown")
     p.add_argument("--out", default="reports/bench", help="folder for json, md and png")
     p.add_argument("--json", action="store_true")
 

@@ -110,9 +110,11 @@ def register() -> None:
 
 
 def register_all() -> None:
-    """Every global function the host calls on the device (info, per-kernel profile)."""
-    from runtime import profile
+    """Every global function the host calls on the device (info, per-kernel profile,
+    ONNX Runtime timing, background load)."""
+    from runtime import load, profile
 
     register()
     profile.register()
     profile.register_ort()
+    load.register()

@@ -40,3 +40,5 @@ UNIT
 systemctl daemon-reload
 systemctl enable --now edge-sr-rpc.service
 echo "setup-real-pi: edge-sr-rpc.service running on 127.0.0.1:9090"
+echo "setup-real-pi: tune for this board from the host (through an SSH tunnel to port 9090):"
+echo "  edge-sr tune --target rpi4 --model fsrcnn_x2 --size 128x128 --device 127.0.0.1:9090 --minutes 30"

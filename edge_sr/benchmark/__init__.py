@@ -34,6 +34,8 @@ class BenchSpec:
         device: RPC ``HOST:PORT`` of the device for device targets.
         timeout: RPC session seconds for each device runtime (one session covers the
             warm-up and every timed call: a large model under emulation needs more).
+        load: Also time every runtime with this many spinning processes on the machine
+            that runs it (0: quiet only); each result gains ``loaded`` with its slowdown.
     """
 
     model: str
@@ -45,6 +47,10 @@ class BenchSpec:
     work: str | None = None
     device: str | None = None
     timeout: float = 300.0
+    load: int = 0
+
+
+MAX_LOAD = 64
 
 
 def default_size(scale: int) -> tuple[int, int]:
@@ -74,6 +80,8 @@ def bench(cfg: BenchSpec) -> dict:
                          "(the emulated Pi: scripts/emulated-pi start)")
     if cfg.timeout <= 0:
         raise BuildError(f"--timeout must be positive, not {cfg.timeout:g}")
+    if not 0 <= cfg.load <= MAX_LOAD:
+        raise BuildError(f"--load must be 0..{MAX_LOAD} spinning processes, not {cfg.load}")
     unknown = [r for r in cfg.runtimes if r not in RUNNERS]
     if unknown:
         raise BuildError(f"unknown runtimes {unknown}; choose from {list(RUNTIMES)}")
@@ -86,7 +94,7 @@ def bench(cfg: BenchSpec) -> dict:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(dir=cfg.work) as work:
         case = Case(cfg.model, spec, model, x, Path(work), cfg.repeat, tspec.name,
-                    cfg.device if tspec.is_remote else None, cfg.timeout)
+                    cfg.device if tspec.is_remote else None, cfg.timeout, cfg.load)
         for name in cfg.runtimes:
             _log(f"{cfg.model} {name} ...")
             try:
@@ -95,7 +103,10 @@ def bench(cfg: BenchSpec) -> dict:
                 msg = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
                 results[name] = {"error": msg}
             if "median_ms" in results[name]:
-                _log(f"{cfg.model} {name}: {results[name]['median_ms']:.1f} ms")
+                loaded = results[name].get("loaded", {})
+                _log(f"{cfg.model} {name}: {results[name]['median_ms']:.1f} ms" + (
+                    f", {loaded['median_ms']:.1f} ms under load {cfg.load} "
+                    f"({loaded['slowdown']:.2f}x)" if "slowdown" in loaded else ""))
     ref = results.get("onnxruntime_fp32", {}).get("median_ms")
     for r in results.values():
         if "median_ms" in r:
@@ -104,7 +115,7 @@ def bench(cfg: BenchSpec) -> dict:
             r["peak_fraction"] = 2 * gmacs / peak["peak_gflops"]
             r["vs_onnxruntime_fp32"] = ref / r["median_ms"] if ref else None
     return {"model": cfg.model, "target": cfg.target, "scale": spec.scale,
-            "input": list(shape), "gmac": gmac, "cpu": peak,
+            "input": list(shape), "gmac": gmac, "cpu": peak, "load": cfg.load,
             "peak_gflops": peak["peak_gflops"], "runtimes": results}
 
 

@@ -8,21 +8,25 @@ from .runtimes import RUNTIMES
 
 
 def markdown(results: list[dict]) -> str:
-    """One table per model: latency, p90, ratio to ONNX Runtime fp32, GMAC/s, % of peak."""
+    """One table per model: latency, p90, ratio to ONNX Runtime fp32, GMAC/s, % of peak
+    (and with ``--load N``: the median under load and the slowdown)."""
     out = []
     for res in results:
         h, w = res["input"][2:]
+        n = res.get("load", 0)
+        lcols = f" load {n} ms | slowdown |" if n else ""
         out += [f"### {res['model']} x{res['scale']}, {h}x{w} input, {res['gmac']:.2f} GMAC, "
                 f"{res['target']} ({res['cpu']['cores']} cores, {res['cpu']['isa']}, "
                 f"peak {res['peak_gflops']:.0f} GFLOP/s fp32)", "",
-                "| runtime | median ms | p90 ms | vs ORT fp32 | GMAC/s | % of fp32 peak | note |",
-                "|---|---|---|---|---|---|---|"]
+                "| runtime | median ms | p90 ms | vs ORT fp32 | GMAC/s | % of fp32 peak |"
+                + lcols + " note |", "|---|---|---|---|---|---|---|" + ("---|---|" if n else "")]
         for name in RUNTIMES:
             r = res["runtimes"].get(name)
             if r is None:
                 continue
             if "error" in r:
-                out.append(f"| {name} | - | - | - | - | - | {r['error']} |")
+                out.append(f"| {name} | - | - | - | - | - |{' - | - |' if n else ''} "
+                           f"{r['error']} |")
                 continue
             ratio = f"{r['vs_onnxruntime_fp32']:.2f}x" if r.get("vs_onnxruntime_fp32") else "-"
             note = []
@@ -33,14 +37,21 @@ def markdown(results: list[dict]) -> str:
             if "threads" in r:
                 note.append(f"{r['threads']} threads")
             out.append(f"| {name} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {ratio} | "
-                       f"{r['gmacs_per_s']:.1f} | {100 * r['peak_fraction']:.1f} | "
-                       f"{'; '.join(note)} |")
+                       f"{r['gmacs_per_s']:.1f} | {100 * r['peak_fraction']:.1f} |"
+                       + (_loaded_cells(r) if n else "") + f" {'; '.join(note)} |")
         if res["target"] != "host":
             out.append("Measured on the device over RPC. On the emulated Pi (QEMU user-mode) "
                        "timings are ratios within the same emulator, not a Pi's milliseconds, "
                        "and the peak is a Cortex-A72's nominal one.")
         out.append("")
     return "\n".join(out)
+
+
+def _loaded_cells(r: dict) -> str:
+    loaded = r.get("loaded", {})
+    if "slowdown" not in loaded:
+        return f" - | {loaded.get('error', '-')} |"
+    return f" {loaded['median_ms']:.1f} | {loaded['slowdown']:.2f}x |"
 
 
 def plot_latency(results: list[dict], path: Path) -> Path:

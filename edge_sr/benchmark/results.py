@@ -19,6 +19,7 @@ from pathlib import Path
 from ..zoo import format_zoo_summary
 from .peak import _cpuinfo, _field, cpu_peak
 from .report import markdown
+from .runtimes import RUNTIMES
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = ROOT / "docs" / "results"
@@ -73,18 +74,35 @@ def provenance(rec: dict) -> str:
 
 
 def bench_summary(results: list[dict]) -> str:
-    """A compact table per model: runtime, median ms, ratio to ONNX Runtime fp32."""
-    out = []
-    for res in results:
+    """One compact table for all models: median ms and the ratio to ONNX Runtime fp32 per
+    runtime; with ``--load N``, a second one of each runtime's slowdown under load."""
+    names = [n for n in RUNTIMES if any("median_ms" in r["runtimes"].get(n, {})
+                                        for r in results)]
+    head = "| model | input | " + " | ".join(names) + " |"
+    rule = "|---|---|" + "---|" * len(names)
+
+    def row(res: dict, cell) -> str:
         h, w = res["input"][2:]
-        out += [f"{res['model']}, {h}x{w} input, target {res['target']}:", "",
-                "| runtime | median ms | vs ONNX Runtime fp32 |", "|---|---|---|"]
-        for name, r in res["runtimes"].items():
-            if "median_ms" in r:
-                ratio = r.get("vs_onnxruntime_fp32")
-                out.append(f"| {name} | {r['median_ms']:.1f} | "
-                           f"{f'{ratio:.2f}x' if ratio else '-'} |")
-        out.append("")
+        cells = [cell(res["runtimes"].get(n, {})) for n in names]
+        return f"| {res['model']} | {h}x{w} | " + " | ".join(cells) + " |"
+
+    def quiet(r: dict) -> str:
+        if "median_ms" not in r:
+            return "-"
+        ratio = r.get("vs_onnxruntime_fp32")
+        return f"{r['median_ms']:.1f}" + (f" ({ratio:.2f}x)" if ratio else "")
+
+    out = [f"Target {results[0]['target']}: median ms (ratio to onnxruntime_fp32).", "",
+           head, rule, *[row(res, quiet) for res in results], ""]
+    load = max((res.get("load", 0) for res in results), default=0)
+    if load:
+        def slow(r: dict) -> str:
+            s = r.get("loaded", {}).get("slowdown")
+            return f"{s:.2f}x" if s else "-"
+
+        out += [f"Slowdown with {load} busy process{'es' if load > 1 else ''} "
+                "(loaded median / quiet median, same invocation):", "",
+                head, rule, *[row(res, slow) for res in results], ""]
     return "\n".join(out)
 
 

@@ -15,7 +15,7 @@ import torch
 from ..models import ModelSpec
 
 RUNTIMES = ("torch_eager", "onnxruntime_fp32", "onnxruntime_int8", "tvm_untuned_fp32",
-            "tvm_tuned_fp32", "tvm_tuned_int8")
+            "tvm_default_fp32", "tvm_tuned_fp32", "tvm_tuned_int8")
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Case:
     target: str = "host"
     device: str | None = None  # RPC HOST:PORT when the target is another machine
     timeout: float = 300.0  # RPC session seconds per device runtime
+    load: int = 0  # spinning processes for the loaded run (0: quiet run only)
 
 
 def stats(ms: list[float]) -> dict:
@@ -52,6 +53,26 @@ def time_calls(fn: Callable[[], object], repeat: int, warmup: int = 1) -> dict:
     return stats(out)
 
 
+def measure(case: Case, timer: Callable[[], dict], session=None) -> dict:
+    """``timer()`` quiet, then (``case.load`` > 0) again with that many spinning
+    processes on the machine that runs it (``session``: the device's RPC session).
+
+    Returns:
+        The quiet figures, with ``loaded`` (figures under load and ``slowdown``, the
+        loaded median over the quiet one) when a load was asked for.
+    """
+    from .load import background_load
+
+    quiet = timer()
+    if not case.load or "median_ms" not in quiet:
+        return quiet
+    with background_load(case.load, session=session):
+        loaded = timer()
+    if "median_ms" in loaded:
+        loaded["slowdown"] = loaded["median_ms"] / quiet["median_ms"]
+    return {**quiet, "loaded": {"processes": case.load, **loaded}}
+
+
 def torch_eager(case: Case) -> dict:
     if case.device:
         return {"error": "not on the device: the device runtime has no torch"}
@@ -62,7 +83,8 @@ def torch_eager(case: Case) -> dict:
         with torch.no_grad():
             case.model(x)
 
-    return {**time_calls(run, case.repeat), "threads": torch.get_num_threads()}
+    return {**measure(case, lambda: time_calls(run, case.repeat)),
+            "threads": torch.get_num_threads()}
 
 
 def _ort_model(case: Case, int8: bool) -> Path:
@@ -94,16 +116,19 @@ def onnxruntime(case: Case, int8: bool) -> dict:
 
         sess = connect(case.device, timeout=case.timeout)
         sess.upload(str(path), target=path.name)
-        out = json.loads(sess.get_function("edge_sr.ort_bench")(
-            path.name, json.dumps(list(case.x.shape)), case.repeat))
-        return out
+        remote = sess.get_function("edge_sr.ort_bench")
+        return measure(case, lambda: json.loads(remote(
+            path.name, json.dumps(list(case.x.shape)), case.repeat)), session=sess)
     run = session(path)
-    return time_calls(lambda: run(case.x), case.repeat)
+    return measure(case, lambda: time_calls(lambda: run(case.x), case.repeat))
 
 
-def tvm_module(case: Case, dtype: str, tuned: bool) -> dict:
+def tvm_module(case: Case, dtype: str, tuned: bool, scheduled: bool = True) -> dict:
     """Build for the target at the input's size and time the VM with ``time_evaluator``
-    (locally, or on the device over RPC)."""
+    (locally, or on the device over RPC).
+
+    ``tuned``: apply the committed tuning database; ``scheduled``: default schedules for
+    the kernels it does not cover (neither: TVM's unscheduled kernels)."""
     import json
 
     import tvm
@@ -116,20 +141,23 @@ def tvm_module(case: Case, dtype: str, tuned: bool) -> dict:
     with tempfile.TemporaryDirectory(dir=case.work) as tmp:
         art = build(BuildConfig(model=case.name, target=case.target, size=(h, w), dtype=dtype,
                                 out=tmp, reference_dataset="set5" if dtype == "int8" else "",
-                                use_tuning=tuned, enforce_guard=False, fallback=False))
+                                use_tuning=tuned, default_schedule=scheduled,
+                                enforce_guard=False, fallback=False))
         manifest = json.loads((art / "manifest.json").read_text())
+        sess = None
         if case.device:
             from ..harness.remote import connect, remote_engine
 
-            engine = remote_engine(connect(case.device, timeout=case.timeout), art, manifest)
+            sess = connect(case.device, timeout=case.timeout)
+            engine = remote_engine(sess, art, manifest)
         else:
             engine = load_local(art)
         x = tvm.runtime.tensor(case.x, engine.device)
         engine.func(x)
-        repeat = case.repeat if tuned else min(case.repeat, 3)  # untuned calls take seconds
+        repeat = case.repeat if scheduled else min(case.repeat, 3)  # unscheduled: seconds
         timer = engine.vm.time_evaluator("main", engine.device, number=1, repeat=repeat)
-        ms = [t * 1e3 for t in timer(x).results]
-    out = {**stats(ms), "tuning": manifest["tuning"]["state"],
+        out = measure(case, lambda: stats([t * 1e3 for t in timer(x).results]), session=sess)
+    out = {**out, "tuning": manifest["tuning"]["state"],
            "kernels_tuned": f"{manifest['tuning']['tuned']}/{manifest['tuning']['kernels']}"}
     if not case.device:  # one per physical core (runtime.threads), not TVM's x86 halving
         out["threads"] = tvm.runtime.num_threads()
@@ -144,7 +172,8 @@ RUNNERS: dict[str, Callable[[Case], dict]] = {
     "torch_eager": torch_eager,
     "onnxruntime_fp32": lambda c: onnxruntime(c, int8=False),
     "onnxruntime_int8": lambda c: onnxruntime(c, int8=True),
-    "tvm_untuned_fp32": lambda c: tvm_module(c, "float32", tuned=False),
+    "tvm_untuned_fp32": lambda c: tvm_module(c, "float32", tuned=False, scheduled=False),
+    "tvm_default_fp32": lambda c: tvm_module(c, "float32", tuned=False),
     "tvm_tuned_fp32": lambda c: tvm_module(c, "float32", tuned=True),
     "tvm_tuned_int8": lambda c: tvm_module(c, "int8", tuned=True),
 }

@@ -26,7 +26,9 @@ from ..models import ModelSpec, get_spec, load_model
 from ..models.analysis import receptive_radius
 from ..quant.lower import lower_to_relax
 from .cuda import check_cuda_kernels
+from .default_schedule import default_schedule
 from .passes import LAYOUTS, passes_for, run_passes, uint8_io
+from .provenance import foreign_note, provenance
 from .torch_passes import DEFAULT_TORCH_PASSES, run_torch_passes
 
 TUNING_DIR = Path(target_registry.__file__).resolve().parent / "tuning"
@@ -59,8 +61,10 @@ class BuildConfig:
         max_psnr_drop: int8 guard: largest allowed Set5 PSNR drop vs float32 (dB).
         fallback: Let sensitive layers stay float (False: full int8).
         enforce_guard: Fail an int8 build past ``max_psnr_drop`` (False: record only).
-        use_tuning: Apply the tuning database (False: TVM's unscheduled default kernels,
-            the benchmark's "untuned" baseline).
+        use_tuning: Apply the tuning database (False: the default schedules alone).
+        default_schedule: Give the kernels no database covers a default CPU schedule
+            (``default_schedule``; False: TVM's unscheduled kernels, the benchmark's
+            "untuned" baseline).
         layout: Conv layout inside the module, ``NCHW`` or ``NHWC`` (default: the
             target's choice for the dtype, ``TargetSpec.layouts``); input and output
             stay NCHW either way.
@@ -85,6 +89,7 @@ class BuildConfig:
     fallback: bool = True
     enforce_guard: bool = True
     use_tuning: bool = True
+    default_schedule: bool = True
     layout: str | None = None
     io: str = "float32"
 
@@ -180,6 +185,13 @@ def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
     tuned = sum(1 for f in mod.functions.values() if _scheduled(f))
     state = "tuned" if tuned == len(kernels) else ("partial" if tuned else "untuned")
     return mod, {"state": state, "database": str(work), "kernels": len(kernels), "tuned": tuned}
+
+
+def tune_command(cfg: BuildConfig, tspec: target_registry.TargetSpec) -> str:
+    """The command that tunes this build's database (on the board, for device targets)."""
+    return (f"edge-sr tune --target {tspec.name} --model {cfg.model} --size "
+            f"{cfg.size[0]}x{cfg.size[1]} --dtype {cfg.dtype}"
+            + (" --device HOST:PORT" if tspec.is_remote else "") + " --minutes 30")
 
 
 def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> relax.Executable:
@@ -365,6 +377,11 @@ def build(cfg: BuildConfig) -> Path:
     db = tuning_dir(cfg, tspec.name)
     use_db = cfg.use_tuning and (cfg.tuning_db or db.is_dir())
     mod, tuning = apply_tuning(mod, target, db if use_db else None)
+    if use_db:
+        mcpu = str(target.attrs.get("mcpu", "") or "generic")
+        tuning.update(provenance(db), warning=foreign_note(db, mcpu, tune_command(cfg, tspec)))
+    if cfg.default_schedule and tspec.kind == "llvm":
+        mod, tuning["default_scheduled"] = default_schedule(mod, target)
     ex = compile_module(mod, target)
     cuda = check_cuda_kernels(ex, target) if tspec.kind == "cuda" else None
     name = f"{cfg.model}-{tspec.name}-{cfg.dtype}" + ("-uint8io" if cfg.io == "uint8" else "")

@@ -14,7 +14,8 @@ three things it does not sample cost FSRCNN a third of its time on the host:
   dependency chain, which runs at a quarter of the FMA units' rate.
 
 ``ConvTemplate`` is a schedule rule placed before the target's default rules. On a
-stride-1, ungrouped float32 NCHW conv it adds one design space per promising register
+stride-1 float32 NCHW conv (grouped too, with the register tile's channels inside one
+group so that each input load serves all of them) it adds one design space per promising register
 tile: the image is cut into tiles (tile sizes sampled, so tuning still searches), the
 tiles run in parallel, the input's padding is computed per tile, the taps run outside the
 unrolled register tile, and the bias/activation epilogue is applied to each register
@@ -92,6 +93,7 @@ class Conv:
     chain: tuple[str, str, str | None] | None  # (producer conv, its activation, its pad)
     epilogue: tuple[str, ...]  # elementwise blocks after the conv, in program order
     pack: str | None = None  # vnni_conv's per-tile repacking of the input
+    group: int = 1  # output channels per group of a grouped conv (1: not grouped)
 
 
 def _divisors(n: int, limit: int) -> list[int]:
@@ -108,7 +110,8 @@ def register_tiles(conv: Conv, lanes: int, registers: int,
     if conv.width % lanes:
         return []
     found = []
-    for cr in _divisors(conv.channels, 16):
+    # a grouped conv's channel tile stays in one group: one input load serves all of it
+    for cr in _divisors(conv.group if conv.group > 1 else conv.channels, 16):
         for yr in _divisors(conv.height, 8):
             for xr in _divisors(conv.width // lanes, 4):
                 acc = cr * yr * xr
@@ -143,13 +146,17 @@ def _is_copy(sch, rv) -> bool:
             and isinstance(blk.body.value, tvm.ir.expr.TensorLoad))
 
 
-def _conv_shape(sch, rv) -> tuple[int, int, int, int] | None:
-    """(channels, height, width, reductions: 1 or 3) of a float32 stride-1 NCHW conv."""
+def _conv_shape(sch, rv) -> tuple[int, int, int, int, int] | None:
+    """(channels, height, width, reductions: 1 or 3, group) of a float32 stride-1 NCHW
+    conv; ``group`` > 1 for a grouped conv, whose input channel is ``c // group * group +
+    rc``."""
     blk = _block(sch, rv)
     ivs = list(blk.iter_vars)
     kinds = [iv.iter_type for iv in ivs]
     if blk.init is None or kinds[:4] != [0, 0, 0, 0] or kinds[4:] not in ([2], [2, 2, 2]):
         return None
+    if not all(isinstance(iv.dom.extent, tvm.tirx.IntImm) for iv in ivs):
+        return None  # a symbolic (dynamic) shape: no fixed register tile fits it
     store = blk.body
     if not isinstance(store, tvm.tirx.BufferStore) or store.buffer.dtype != "float32":
         return None
@@ -167,12 +174,24 @@ def _conv_shape(sch, rv) -> tuple[int, int, int, int] | None:
     ana = tvm.sym.Analyzer()
     same = lambda got, want: len(got) >= len(want) and all(  # noqa: E731
         ana.can_prove_equal(a, b) for a, b in zip(got, want))
+    group = _group_of(src.indices[1], c) if len(src.indices) == 4 else 1
+    if group > 1:
+        want_src[1] = c // group * group + rc
     if len(src.indices) != 4 or not same(list(src.indices), want_src):
         return None
     if not same(list(wgt.indices), want_w):
         return None
     ext = [int(iv.dom.extent) for iv in ivs]
-    return ext[1], ext[2], ext[3], len(kinds) - 4
+    return ext[1], ext[2], ext[3], len(kinds) - 4, group
+
+
+def _group_of(index, c) -> int:
+    """G when ``index`` is ``c // G * G + ...`` (a grouped conv's input channel), else 1."""
+    node = index.a if isinstance(index, tvm.tirx.Add) else index
+    if isinstance(node, tvm.tirx.Mul) and isinstance(node.a, tvm.tirx.FloorDiv) \
+            and node.a.a.same_as(c) and isinstance(node.b, tvm.tirx.IntImm):
+        return int(node.b.value)
+    return 1
 
 
 def match_conv(sch, rv) -> Conv | None:
@@ -200,7 +219,7 @@ def match_conv(sch, rv) -> Conv | None:
     epilogue = _epilogue(sch, name)
     if epilogue is None:
         return None
-    return Conv(name, *shape[:3], pad, copy, chain, epilogue)
+    return Conv(name, *shape[:3], pad, copy, chain, epilogue, group=shape[4])
 
 
 def _epilogue(sch, name: str) -> tuple[str, ...] | None:
@@ -219,13 +238,17 @@ def _epilogue(sch, name: str) -> tuple[str, ...] | None:
 # of the next get_loops and stops the whole tuning run.
 
 
-def _tile_split(sch, loop, inner: int, sample: bool = True):
+def _tile_split(sch, loop, inner: int, sample: bool = True, extent: int | None = None):
     """Split ``loop`` into (outer, middle, inner) with ``inner`` fixed and the outer two
-    sampled (a perfect tiling, so no predicates)."""
+    sampled (a perfect tiling, so no predicates), or fixed by the tile's ``extent`` (a
+    multiple of ``inner`` dividing the loop: the default schedule's choice)."""
     rest, fixed = sch.split(loop, [None, inner])
     if not sample:
         return None, rest, fixed
-    factors = sch.sample_perfect_tile(rest, n=2, max_innermost_factor=16)
+    if extent is not None:
+        factors = [None, extent // inner]
+    else:
+        factors = sch.sample_perfect_tile(rest, n=2, max_innermost_factor=16)
     outer, middle = sch.split(rest, factors)
     return outer, middle, fixed
 
@@ -279,17 +302,22 @@ def _place_epilogue(sch, last: str | None, loop, lanes: int) -> None:
 
 
 def schedule_conv(sch, conv: Conv, tile: tuple[int, int, int], lanes: int,
-                  producer_tile: tuple[int, int] | None = None) -> None:
-    """Apply the template to ``conv`` in ``sch`` (see the module docstring)."""
+                  producer_tile: tuple[int, int] | None = None,
+                  extents: tuple[int, int, int] | None = None) -> None:
+    """Apply the template to ``conv`` in ``sch`` (see the module docstring).
+
+    ``extents`` (channels, rows, columns of an image tile) fixes the tile sizes that
+    tuning samples otherwise: the default schedule (``default_schedule``)."""
+    ce, ye, xe = extents or (None, None, None)
     block = sch.get_sblock(conv.name)
     if conv.copy:
         sch.compute_inline(sch.get_sblock(conv.copy))
     last = _inline_epilogue(sch, conv.epilogue)
     n, c, y, x, *red = sch.get_loops(block)
     cr, yr, xr = tile
-    co, cm, cr_ = _tile_split(sch, c, cr, sample=conv.chain is None)
-    yo, ym, yr_ = _tile_split(sch, y, yr)
-    xo, xm, xv_ = _tile_split(sch, x, xr * lanes)
+    co, cm, cr_ = _tile_split(sch, c, cr, sample=conv.chain is None, extent=ce)
+    yo, ym, yr_ = _tile_split(sch, y, yr, extent=ye)
+    xo, xm, xv_ = _tile_split(sch, x, xr * lanes, extent=xe)
     xr_, xv = sch.split(xv_, [xr, lanes])
     order = [n, yo, xo] + ([co] if co is not None else [])
     sch.reorder(*order, ym, xm, cm, *red, cr_, yr_, xr_, xv)
@@ -334,7 +362,7 @@ def template_spaces(sch, rv, cpu: Cpu) -> list:
     for lanes in cpu.lanes:
         for tile in register_tiles(conv, lanes, cpu.registers):
             for ptile in ((4, 4), (4, 2)) if conv.chain else (None,):
-                if conv.chain and not _producer_fits(sch, conv, ptile, lanes, cpu):
+                if conv.chain and not producer_fits(sch, conv, ptile, lanes, cpu):
                     continue
                 spaces += _space(sch, schedule_conv, conv, tile, lanes, ptile)
     return spaces
@@ -360,7 +388,7 @@ def _vnni_spaces(sch, rv, cpu: Cpu) -> list:
             for space in _space(sch, schedule_vnni, conv, tile)]
 
 
-def _producer_fits(sch, conv: Conv, ptile: tuple[int, int], lanes: int, cpu: Cpu) -> bool:
+def producer_fits(sch, conv: Conv, ptile: tuple[int, int], lanes: int, cpu: Cpu) -> bool:
     acc = _block(sch, sch.get_sblock(conv.chain[0]))
     channels = int(acc.iter_vars[1].dom.extent)
     pc, px = ptile
@@ -429,17 +457,20 @@ def match_vnni(sch, rv) -> Conv | None:
                 None, epilogue, vnni.PACK)
 
 
-def schedule_vnni(sch, conv: Conv, tile: tuple[int, int, int]) -> None:
+def schedule_vnni(sch, conv: Conv, tile: tuple[int, int, int],
+                  extents: tuple[int, int, int] | None = None) -> None:
     """The template for ``vnni_conv``'s kernel: the same tiles and register tile as
-    ``schedule_conv``, the input packed per tile, ``vpdpbusd`` on 8 pixels x 4 channels."""
+    ``schedule_conv``, the input packed per tile, ``vpdpbusd`` on 8 pixels x 4 channels
+    (``extents``: fixed tile sizes, as in ``schedule_conv``)."""
     lanes = vnni.LANES
+    _, ye, xe = extents or (None, None, None)
     block = sch.get_sblock(conv.name)
     last = _inline_epilogue(sch, conv.epilogue)
     n, f, y, x, g, ry, rx, j = sch.get_loops(block)
     cr, yr, xr = tile
     _, cm, cr_ = _tile_split(sch, f, cr, sample=False)  # every channel per tile: one pack
-    yo, ym, yr_ = _tile_split(sch, y, yr)
-    xo, xm, xv_ = _tile_split(sch, x, xr * lanes)
+    yo, ym, yr_ = _tile_split(sch, y, yr, extent=ye)
+    xo, xm, xv_ = _tile_split(sch, x, xr * lanes, extent=xe)
     xr_, xv = sch.split(xv_, [xr, lanes])
     sch.reorder(n, yo, xo, ym, xm, cm, g, ry, rx, cr_, yr_, xr_, xv, j)
     outer = sch.fuse(n, yo, xo)

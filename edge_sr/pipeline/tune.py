@@ -38,6 +38,7 @@ from .builder import (
     open_database,
     tuning_dir,
 )
+from .provenance import write_tuned_on
 
 
 @dataclass
@@ -51,6 +52,7 @@ class TuneConfig:
         minutes: Wall-clock budget (0: none); checked between rounds.
         per_iter: Candidates per kernel per search iteration.
         tracker: ``HOST:PORT`` of the tracker that grants the device (device targets).
+        device: ``HOST:PORT`` of one board's RPC server, measured directly (no tracker).
         key: Device key at the tracker (default: the target's ``rpc_key``).
         timeout: Seconds one candidate may take to build or run.
         number: Runs averaged into one measurement (1 suits kernels that take seconds
@@ -69,6 +71,7 @@ class TuneConfig:
     minutes: float = 0.0
     per_iter: int = 16
     tracker: str | None = None
+    device: str | None = None
     key: str = ""
     timeout: float = 60.0
     number: int = 3
@@ -172,7 +175,18 @@ def alloc_args_from_host(session, device, args_info, alloc_repeat: int) -> list:
     return out
 
 
+def direct_session(host: str, port: int, rpc_config):
+    """An RPC session straight to one board's server (MetaSchedule's runner otherwise
+    asks a tracker for one). Module-level, so that the runner's worker process can
+    unpickle it."""
+    from tvm import rpc
+
+    return rpc.connect(host, port, session_timeout=rpc_config.session_timeout_sec)
+
+
 def _builder_runner(cfg: TuneConfig, tspec: target_registry.TargetSpec):
+    import functools
+
     from tvm.s_tir import meta_schedule as ms
 
     from ..harness.remote import parse_device
@@ -183,16 +197,22 @@ def _builder_runner(cfg: TuneConfig, tspec: target_registry.TargetSpec):
     if not tspec.is_remote:
         return builder, ms.runner.LocalRunner(timeout_sec=cfg.timeout,
                                               evaluator_config=evaluator)
-    if not cfg.tracker:
-        raise BuildError(f"tuning for {tspec.name} measures on the device: give --tracker "
-                         f"HOST:PORT --key {tspec.rpc_key} (a tracker the board is registered "
-                         "with; scripts/emulated-pi start registers with EDGE_SR_TRACKER)")
-    host, port = parse_device(cfg.tracker)
+    if not (cfg.tracker or cfg.device):
+        raise BuildError(f"tuning for {tspec.name} measures on the device: give --device "
+                         f"HOST:PORT (the board's RPC server, python -m runtime.server) or "
+                         f"--tracker HOST:PORT --key {tspec.rpc_key}")
+    if cfg.tracker and cfg.device:
+        raise BuildError("give --device (one board) or --tracker (a pool of boards), not both")
+    host, port = parse_device(cfg.tracker or cfg.device)
+    # With --device the config's tracker fields carry the board's own address (the
+    # runner checks they are set); direct_session connects to it without a tracker.
+    session = None if cfg.tracker else functools.partial(direct_session, host, port)
     runner = ms.runner.RPCRunner(
         ms.runner.RPCConfig(tracker_host=host, tracker_port=port,
                             tracker_key=cfg.key or tspec.rpc_key,
                             session_timeout_sec=int(cfg.timeout)),
-        evaluator_config=evaluator, f_alloc_argument=alloc_args_from_host)
+        evaluator_config=evaluator, f_create_session=session,
+        f_alloc_argument=alloc_args_from_host)
     return builder, runner
 
 
@@ -241,6 +261,111 @@ def _tune_round(tasks: list, trials: int, seed: int, cfg: TuneConfig,
                            builder=builder, runner=runner, database=database)
 
 
+def _measurer(cfg: TuneConfig, tspec: target_registry.TargetSpec) -> dict:
+    """What measures this run (``provenance.measurer``): this machine, or the board."""
+    from .provenance import measurer
+
+    if not tspec.is_remote:
+        return measurer(None)
+    from ..harness.remote import connect, device_info
+
+    try:
+        info = device_info(connect(cfg.device, tracker=cfg.tracker,
+                                   key=cfg.key or tspec.rpc_key, timeout=cfg.timeout))
+    except Exception as exc:  # noqa: BLE001 - the runner reports an unreachable board
+        raise BuildError(f"cannot reach the board at {cfg.device or cfg.tracker}: "
+                         f"{(str(exc).strip().splitlines() or [type(exc).__name__])[-1]}"
+                         ) from None
+    return measurer(info or {"machine": tspec.arch})
+
+
+def seed_defaults(tasks: list, target: tvm.target.Target, builder, runner, database) -> int:
+    """Measure each kernel's default schedule and commit it as a tuning record.
+
+    The search then starts from it (the evolutionary search seeds its population from
+    the database's best records) and the database's best is never slower than what a
+    build without the database would get. A default schedule the database already holds
+    (same trace) is not measured again.
+
+    Returns:
+        How many default schedules were measured and committed.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    from .default_schedule import default_trace
+
+    todo = []
+    for task in tasks:
+        sch = default_trace(task.dispatched[0], target)
+        if sch is None:
+            continue
+        workload = database.commit_workload(task.dispatched[0])
+        trace = str(sch.trace)
+        if any(str(r.trace) == trace for r in database.get_top_k(workload, 1 << 16)):
+            continue
+        todo.append((sch, workload))
+    if not todo:
+        return 0
+    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for sch, _ in todo])
+    inputs, kept = [], []
+    device = "cpu" if target.kind.name == "llvm" else target.kind.name
+    for (sch, workload), b in zip(todo, built):
+        if b.error_msg is None:
+            args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
+            inputs.append(ms.runner.RunnerInput(b.artifact_path, device, args))
+            kept.append((sch, workload, args))
+    done = 0
+    for (sch, workload, args), future in zip(kept, runner.run(inputs)):
+        result = future.result()
+        if result.error_msg is None:
+            database.commit_tuning_record(ms.database.TuningRecord(
+                sch.trace, workload, [float(t) for t in result.run_secs], target, args))
+            done += 1
+    return done
+
+
+def estimate_ms(tasks: list, database) -> float | None:
+    """The model's latency if every kernel ran its best measured schedule (sum over
+    kernels of calls x best mean time); None while some kernel has no record."""
+    total = 0.0
+    for task in tasks:
+        best = database.get_top_k(database.commit_workload(task.dispatched[0]), 1)
+        if not best or not best[0].run_secs:
+            return None
+        secs = [float(t) for t in best[0].run_secs]
+        total += task.weight * sum(secs) / len(secs)
+    return total * 1e3
+
+
+@contextmanager
+def _progress(cfg: TuneConfig, log):
+    """A progress bar over the trials: best model estimate so far and time left (the
+    trial rate's projection, capped by ``--minutes``); plain log lines when stderr is
+    not a terminal."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.trials, unit="trial", file=sys.stderr, leave=False,
+               disable=not sys.stderr.isatty())
+
+    def update(done: int, best: float | None, t0: float) -> None:
+        spent = time.time() - t0
+        left = spent / done * (cfg.trials - done) if done else None
+        if cfg.minutes:
+            left = min(left if left is not None else 1e9, max(0.0, cfg.minutes * 60 - spent))
+        best_txt = f"{best:.2f} ms" if best is not None else "-"
+        left_txt = f"{left / 60:.1f} min" if left is not None else "-"
+        bar.update(done - bar.n)
+        bar.set_postfix_str(f"best {best_txt}, {left_txt} left")
+        if bar.disable and done:
+            log(f"  {done}/{cfg.trials} trials, {spent:.0f} s, model estimate {best_txt}, "
+                f"{left_txt} left")
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
 def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
     """Tune every kernel of the model; returns what the database now covers.
 
@@ -279,13 +404,20 @@ def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
         + (" without a record" if cfg.missing_only else "") + f", {cfg.trials} trials"
         + (f" or {cfg.minutes:g} min" if cfg.minutes else "") + f", database {work} "
         f"({before} records already)")
+    write_tuned_on(work, str(low.target.attrs.get("mcpu", "") or "generic"),
+                   _measurer(cfg, low.tspec))
+    seeded = seed_defaults(tasks, low.target, builder, runner, database)
+    if seeded:
+        log(f"  {seeded} default schedules measured: the search starts from them")
     done = 0
-    while tasks and done < cfg.trials and not (cfg.minutes
-                                               and time.time() - t0 > cfg.minutes * 60):
-        n = min(round_size, cfg.trials - done)
-        _tune_round(tasks, n, cfg.seed + done, cfg, builder, runner, database)
-        done += n
-        log(f"  {done}/{cfg.trials} trials, {time.time() - t0:.0f} s")
+    with _progress(cfg, log) as bar:
+        bar(0, estimate_ms(tasks, database), t0)
+        while tasks and done < cfg.trials and not (cfg.minutes
+                                                   and time.time() - t0 > cfg.minutes * 60):
+            n = min(round_size, cfg.trials - done)
+            _tune_round(tasks, n, cfg.seed + done, cfg, builder, runner, database)
+            done += n
+            bar(done, estimate_ms(tasks, database), t0)
     state = apply_tuning(low.mod, low.target, work)[1]
     records = check_database(work, low.target)
     if state["state"] != "tuned":
@@ -294,4 +426,5 @@ def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
                 f"give more trials (>= {round_size} covers every kernel once)")
         log(f"  {state['kernels'] - state['tuned']} of {state['kernels']} kernels have no "
             f"tuned schedule yet: {hint}")
-    return {**state, "trials": done, "records": records, "seconds": round(time.time() - t0, 1)}
+    return {**state, "trials": done, "records": records,
+            "estimate_ms": estimate_ms(tasks, database), "seconds": round(time.time() - t0, 1)}

@@ -104,3 +104,46 @@ def test_device_runtimes_open_sessions_with_the_bench_timeout(tmp_path, monkeypa
     assert all("timeout 1234" in r["error"] for r in res["runtimes"].values())
     with pytest.raises(BuildError, match="--timeout must be positive"):
         bench(BenchSpec(model="fsrcnn_tiny_x2", timeout=0))
+
+
+def test_load_times_each_runtime_quiet_then_loaded_and_stops_its_helpers(tmp_path):
+    from runtime import load
+
+    res = bench(BenchSpec(model="fsrcnn_tiny_x2", size=(32, 32), repeat=3, work=str(tmp_path),
+                          load=1, runtimes=("onnxruntime_fp32", "tvm_default_fp32")))
+    assert res["load"] == 1
+    for name, r in res["runtimes"].items():
+        loaded = r["loaded"]
+        assert loaded["processes"] == 1 and loaded["median_ms"] > 0, name
+        assert loaded["slowdown"] == pytest.approx(loaded["median_ms"] / r["median_ms"])
+    assert not load._running  # every spinner stopped
+    from edge_sr.benchmark.report import markdown
+
+    assert "| slowdown |" in markdown([res])
+
+
+def test_load_stops_its_helpers_when_the_timed_run_fails():
+    from edge_sr.benchmark.load import background_load
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with background_load(2) as n:
+            from runtime import load
+
+            procs = list(load._running)
+            assert n == 2 and len(procs) == 2
+            raise RuntimeError("boom")
+    assert all(p.returncode is not None for p in procs)
+
+
+def test_load_out_of_range_is_a_one_line_error():
+    with pytest.raises(BuildError, match="--load must be 0..64"):
+        bench(BenchSpec(model="fsrcnn_tiny_x2", load=-1))
+
+
+@pytest.mark.device
+def test_load_on_the_emulated_pi(tmp_path):
+    res = bench(BenchSpec(model="fsrcnn_tiny_x2", target="qemu-aarch64", size=(32, 32),
+                          repeat=2, device="127.0.0.1:9090", work=str(tmp_path), load=1,
+                          runtimes=("tvm_default_fp32",)))
+    r = res["runtimes"]["tvm_default_fp32"]
+    assert r["loaded"]["slowdown"] > 0

@@ -19,6 +19,15 @@ ZOO = [{"model": "fsrcnn_x2", "dataset": d, "scale": 2, "psnr": p, "ssim": 0.95,
        for d, p, pub in (("set5", 36.5, 37.0), ("set14", 32.1, None))]
 
 
+def test_a_loaded_bench_adds_the_slowdown_table():
+    loaded = json.loads(json.dumps(BENCH))
+    loaded[0]["load"] = 2
+    loaded[0]["runtimes"]["tvm_tuned_fp32"]["loaded"] = {"median_ms": 9.0, "slowdown": 2.25}
+    text = results.bench_summary(loaded)
+    assert "Slowdown with 2 busy processes" in text
+    assert "| fsrcnn_x2 | 36x64 | - | 2.25x |" in text
+
+
 def test_add_then_render_fills_the_marked_readme_sections(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "RESULTS_DIR", tmp_path / "results")
     path = results.add("bench-host", "bench", BENCH, machine="host x86: test CPU")
@@ -33,7 +42,9 @@ def test_add_then_render_fills_the_marked_readme_sections(tmp_path, monkeypatch)
     text = results.render_readme(readme.read_text(), records)
     assert "old" not in text and text.startswith("intro") and text.endswith("end\n")
     assert "| fsrcnn_x2 | x2 | 36.50 / 0.9500 (37.00) | 32.10 / 0.9500 | 1,000 steps" in text
-    assert "| tvm_tuned_fp32 | 4.0 | 2.50x |" in text
+    assert "| model | input | onnxruntime_fp32 | tvm_tuned_fp32 |" in text
+    assert "| fsrcnn_x2 | 36x64 | 10.0 (1.00x) | 4.0 (2.50x) |" in text
+    assert "Slowdown" not in text  # no --load: no slowdown table
     assert text.count("host x86: test CPU") == 2  # every table says where it was measured
     out.write_text(results.render_markdown(records))
     assert "## bench-host" in out.read_text() and "## zoo" in out.read_text()

@@ -68,9 +68,9 @@ def _convs(func: PrimFunc) -> list[str]:
             if templates.match_conv(sch, b) is not None]
 
 
-# What the template takes in each registry model's host build: every stride-1,
-# ungrouped float32 conv kernel (XLSR's grouped convs and GhostSR's channel shuffles
-# stay with the default rules).
+# What the template takes in each registry model's host build: every stride-1 float32
+# conv kernel, grouped ones included (GhostSR's channel shuffles stay with the default
+# rules).
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_template_matches_the_plain_convs_of_every_model(name):
     kernels = _kernels(name, HOST)
@@ -80,6 +80,9 @@ def test_template_matches_the_plain_convs_of_every_model(name):
         if "conv2d" not in kernel:
             assert not convs, f"{kernel} has no conv but matched {convs}"
     assert any(matched.values()), f"{name}: no kernel the template takes"
+    if name.startswith("xlsr"):  # its grouped convs, with the tile inside one group
+        grouped = [k for k in kernels if "conv2d2" in k]
+        assert grouped and all(matched[k] for k in grouped)
     if name.startswith("fsrcnn"):  # head+shrink chain, 4 maps convs, expand, sub-pixel conv
         chain = [k for k in kernels if k.startswith(KERNEL_NAME)]
         assert all(matched[k] == ["chain_pointwise"] for k in chain)

@@ -28,13 +28,28 @@ def test_tune_then_build_applies_every_schedule_and_computes_the_same(tmp_path):
     manifest = json.loads((tuned / "manifest.json").read_text())
     assert manifest["tuning"]["state"] == "tuned" and manifest["tuning"]["tuned"] == 4
     plain = build(BuildConfig(**{**_cfg(tmp_path).__dict__, "out": str(tmp_path / "plain"),
-                                 "use_tuning": False}))
+                                 "use_tuning": False, "default_schedule": False}))
     x = np.random.default_rng(0).random((1, 1, 32, 32), dtype=np.float32)
     assert np.allclose(load_local(tuned)(x), load_local(plain)(x), atol=1e-5)
     # resumable: a second run appends to the same database
     again = tune(TuneConfig(build=_cfg(tmp_path, tuning_db=str(db)), trials=8, per_iter=2,
                             seed=1))
     assert again["records"] > res["records"]
+
+
+def test_tuning_starts_from_the_default_schedules(tmp_path):
+    # with no trials at all, every kernel's default schedule is measured and committed:
+    # the search starts from it, and the database is never worse than no database
+    db = tmp_path / "db"
+    res = tune(TuneConfig(build=_cfg(tmp_path, tuning_db=str(db)), trials=0))
+    assert res["state"] == "tuned" and res["records"] == res["kernels"] == 4
+    again = tune(TuneConfig(build=_cfg(tmp_path, tuning_db=str(db)), trials=0))
+    assert again["records"] == 4  # the same traces are not measured twice
+    tuned = build(_cfg(tmp_path, tuning_db=str(db)))
+    plain = build(BuildConfig(**{**_cfg(tmp_path).__dict__, "out": str(tmp_path / "plain"),
+                                 "use_tuning": False, "default_schedule": False}))
+    x = np.random.default_rng(0).random((1, 1, 32, 32), dtype=np.float32)
+    assert np.allclose(load_local(tuned)(x), load_local(plain)(x), atol=1e-5)
 
 
 @pytest.fixture
@@ -96,11 +111,33 @@ def test_foreign_database_is_refused(tmp_path):
     assert check_database(tmp_path, _target(mtriple="aarch64-linux-gnu")) == 1
 
 
-def test_device_tuning_needs_a_tracker(tmp_path):
+def test_device_tuning_needs_the_board(tmp_path):
     cfg = BuildConfig(model="fsrcnn_tiny_x2", target="rpi4", size=(32, 32),
                       reference_dataset="", tuning_db=str(tmp_path / "db"))
-    with pytest.raises(BuildError, match="--tracker HOST:PORT --key rpi4"):
+    with pytest.raises(BuildError, match="give --device HOST:PORT .* or --tracker HOST:PORT "
+                                         "--key rpi4"):
         tune(TuneConfig(build=cfg, trials=1))
+    with pytest.raises(BuildError, match="not both"):
+        tune(TuneConfig(build=cfg, trials=1, device="127.0.0.1:9090",
+                        tracker="127.0.0.1:9190"))
+
+
+@pytest.mark.device
+def test_tune_one_board_without_a_tracker(tmp_path):
+    # the emulated Pi's server, reached directly: default schedules measured, then a
+    # search round; the database builds, and a rerun continues it
+    cfg = BuildConfig(model="fsrcnn_tiny_x2", target="rpi4", size=(32, 32),
+                      reference_dataset="", tuning_db=str(tmp_path / "db"),
+                      out=str(tmp_path / "art"))
+    res = tune(TuneConfig(build=cfg, trials=4, per_iter=1, device="127.0.0.1:9090",
+                          timeout=120, number=1))
+    assert res["state"] == "tuned" and res["records"] >= res["kernels"] + 1
+    assert res["estimate_ms"] > 0
+    again = tune(TuneConfig(build=cfg, trials=4, per_iter=1, device="127.0.0.1:9090",
+                            timeout=120, number=1, seed=1))
+    assert again["records"] > res["records"]
+    manifest = json.loads((build(cfg) / "manifest.json").read_text())
+    assert manifest["tuning"]["state"] == "tuned"
 
 
 @pytest.mark.slow
