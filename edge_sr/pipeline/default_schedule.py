@@ -24,8 +24,6 @@ tuned database starts from the same kernels and keeps whatever measures faster.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import tvm
 from tvm import s_tir
 from tvm.s_tir import ScheduleError
@@ -113,11 +111,11 @@ def _is_reduction(sch: s_tir.Schedule, rv) -> bool:
     return any(iv.iter_type != 0 for iv in sch.get(rv).iter_vars)
 
 
-def _inline_spatial(sch: s_tir.Schedule, keep: Callable[[object], bool]) -> None:
+def _inline_spatial(sch: s_tir.Schedule) -> None:
     """Inline every spatial block into its consumers where TVM allows it (the last
-    block of the function and ``keep``'s blocks stay)."""
+    block of the function stays)."""
     for rv in _root_blocks(sch)[:-1]:
-        if _is_reduction(sch, rv) or keep(rv):
+        if _is_reduction(sch, rv):
             continue
         try:
             sch.compute_inline(rv)
@@ -151,7 +149,7 @@ def elementwise(sch: s_tir.Schedule, lanes: int) -> bool:
     """Rule 3: a kernel without reductions."""
     if any(_is_reduction(sch, rv) for rv in _root_blocks(sch)):
         return False
-    _inline_spatial(sch, lambda rv: False)
+    _inline_spatial(sch)
     for rv in _root_blocks(sch):
         _parallel_vector(sch, rv, lanes)
     return True
