@@ -26,7 +26,7 @@ from ..models import ModelSpec, get_spec, load_model
 from ..models.analysis import receptive_radius
 from ..quant.lower import lower_to_relax
 from .cuda import check_cuda_kernels
-from .default_schedule import default_schedule
+from .default_schedule import default_schedule, is_scheduled
 from .passes import LAYOUTS, passes_for, run_passes, uint8_io
 from .provenance import foreign_note, provenance
 from .torch_passes import DEFAULT_TORCH_PASSES, run_torch_passes
@@ -131,13 +131,6 @@ def tuning_dir(cfg: BuildConfig, target: str) -> Path:
     return Path(cfg.tuning_db) if cfg.tuning_db else TUNING_DIR / key
 
 
-def _scheduled(f) -> bool:
-    """A PrimFunc that carries a schedule (TVM 0.27 spells the attribute tirx.)."""
-    if not isinstance(f, PrimFunc) or f.attrs is None:
-        return False
-    return any(bool(f.attrs.get(k, False)) for k in ("tirx.is_scheduled", "tir.is_scheduled"))
-
-
 def open_database(work: Path, allow_missing: bool = True):
     """MetaSchedule's JSON database in folder ``work``, tensor intrinsics registered first.
 
@@ -182,7 +175,7 @@ def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
     except Exception as exc:  # noqa: BLE001 - TVM raises plain errors for bad JSON
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
         raise BuildError(f"tuning database {work} is unreadable: {first}") from None
-    tuned = sum(1 for f in mod.functions.values() if _scheduled(f))
+    tuned = sum(1 for f in mod.functions.values() if is_scheduled(f))
     state = "tuned" if tuned == len(kernels) else ("partial" if tuned else "untuned")
     return mod, {"state": state, "database": str(work), "kernels": len(kernels), "tuned": tuned}
 

@@ -309,9 +309,11 @@ def _scalar_cpu(target: tvm.target.Target) -> Cpu | None:
     return Cpu((4,), 16) if target.kind.name == "llvm" else None
 
 
-def _scheduled(func) -> bool:
-    return isinstance(func, PrimFunc) and func.attrs is not None and bool(
-        func.attrs.get("tirx.is_scheduled", False))
+def is_scheduled(func) -> bool:
+    """A PrimFunc that carries a schedule (TVM 0.27 spells the attribute tirx.)."""
+    if not isinstance(func, PrimFunc) or func.attrs is None:
+        return False
+    return any(bool(func.attrs.get(k, False)) for k in ("tirx.is_scheduled", "tir.is_scheduled"))
 
 
 def default_schedule(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IRModule, int]:
@@ -322,7 +324,7 @@ def default_schedule(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.
     """
     mod, done = mod.clone(), 0  # the caller's module stays as it is
     for gv, func in list(mod.functions_items()):
-        if not isinstance(func, PrimFunc) or _scheduled(func):
+        if not isinstance(func, PrimFunc) or is_scheduled(func):
             continue
         new = schedule_func(func, target)
         if new is not None:
