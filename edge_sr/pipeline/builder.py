@@ -28,7 +28,7 @@ from ..quant.lower import lower_to_relax
 from .cuda import check_cuda_kernels
 from .default_schedule import default_schedule, is_scheduled
 from .passes import LAYOUTS, passes_for, run_passes, uint8_io
-from .provenance import foreign_note, provenance
+from .provenance import RECORDS, WORKLOAD, foreign_note, provenance
 from .torch_passes import DEFAULT_TORCH_PASSES, run_torch_passes
 
 TUNING_DIR = Path(target_registry.__file__).resolve().parent / "tuning"
@@ -117,7 +117,6 @@ def import_relax(program: torch.export.ExportedProgram) -> tvm.IRModule:
 
 
 # The two files of a MetaSchedule JSON database.
-WORKLOAD, RECORDS = "database_workload.json", "database_tuning_record.json"
 
 
 def tuning_key(model: str, target: str, size: tuple[int, int], dtype: str) -> str:

@@ -13,30 +13,36 @@ from __future__ import annotations
 import json
 import platform
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
+# MetaSchedule's JSON database: one file of workloads, one of records (one JSON per line).
+WORKLOAD, RECORDS = "database_workload.json", "database_tuning_record.json"
 TUNED_ON = "tuned_on.json"
-RECORDS = "database_tuning_record.json"
 # /proc/cpuinfo under QEMU user-mode shows the x86 host's CPU to an aarch64 process.
 X86_VENDORS = ("Intel", "AMD", "Xeon", "EPYC", "Ryzen", "Core(TM)")
 
 
-def record_cpus(work: Path) -> Counter:
-    """How many records of the database were tuned for each ``mcpu``."""
-    counts: Counter = Counter()
+def record_targets(work: Path) -> Iterator[tuple[int, dict | None]]:
+    """(line number, target dict) of each record in a database folder; ``None`` for a
+    line that does not parse (an interrupted write). No records file: nothing."""
     path = Path(work) / RECORDS
     if not path.is_file():
-        return counts
-    for line in path.read_text().splitlines():
+        return
+    for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
             target = json.loads(line)[1][2]
             target = target if isinstance(target, dict) else json.loads(target)
-        except (ValueError, IndexError, TypeError):
-            continue
-        counts[target.get("mcpu") or "generic"] += 1
-    return counts
+        except (ValueError, IndexError, TypeError, KeyError):
+            target = None
+        yield n, target if isinstance(target, dict) else None
+
+
+def record_cpus(work: Path) -> Counter:
+    """How many records of the database were tuned for each ``mcpu``."""
+    return Counter(t.get("mcpu") or "generic" for _, t in record_targets(work) if t)
 
 
 def measurer(info: dict | None) -> dict:

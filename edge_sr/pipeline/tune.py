@@ -15,7 +15,6 @@ seeds from the database).
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import sys
@@ -30,7 +29,6 @@ import tvm
 import targets as target_registry
 
 from .builder import (
-    RECORDS,
     BuildConfig,
     BuildError,
     apply_tuning,
@@ -38,7 +36,7 @@ from .builder import (
     open_database,
     tuning_dir,
 )
-from .provenance import write_tuned_on
+from .provenance import RECORDS, measurer, record_targets, write_tuned_on
 
 
 @dataclass
@@ -93,19 +91,12 @@ def check_database(work: Path, target: tvm.target.Target) -> int:
         BuildError: unreadable JSON (with the line), or records tuned for another
             kind of machine (a foreign database would silently tune nothing).
     """
-    if not (work / RECORDS).exists():
-        return 0
     arch = _arch(str(target.attrs.get("mtriple", "") or ""))
     count = 0
-    for n, line in enumerate((work / RECORDS).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            rec_target = rec[1][2] if isinstance(rec[1][2], dict) else json.loads(rec[1][2])
-        except (ValueError, IndexError, TypeError, KeyError):
+    for n, rec_target in record_targets(work):
+        if rec_target is None:
             raise BuildError(f"tuning database {work / RECORDS} is corrupt at line {n} "
-                             f"(an interrupted write? delete that line)") from None
+                             f"(an interrupted write? delete that line)")
         rec_arch = _arch(rec_target.get("mtriple", ""))
         if rec_target.get("kind") != target.kind.name or rec_arch != arch:
             raise BuildError(f"tuning database {work} holds records for "
@@ -263,7 +254,6 @@ def _tune_round(tasks: list, trials: int, seed: int, cfg: TuneConfig,
 
 def _measurer(cfg: TuneConfig, tspec: target_registry.TargetSpec) -> dict:
     """What measures this run (``provenance.measurer``): this machine, or the board."""
-    from .provenance import measurer
 
     if not tspec.is_remote:
         return measurer(None)

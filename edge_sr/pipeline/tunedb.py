@@ -19,14 +19,13 @@ from pathlib import Path
 import targets as target_registry
 
 from .builder import (
-    RECORDS,
-    WORKLOAD,
     BuildConfig,
     BuildError,
     lower,
     open_database,
     tuning_dir,
 )
+from .provenance import RECORDS, WORKLOAD
 from .tune import check_database
 
 

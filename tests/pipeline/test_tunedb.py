@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_sr.pipeline import BuildConfig, BuildError, build
-from edge_sr.pipeline.builder import RECORDS, WORKLOAD
+from edge_sr.pipeline.provenance import RECORDS, WORKLOAD
 from edge_sr.pipeline.tune import TuneConfig, tune
 from edge_sr.pipeline.tunedb import PruneConfig, prune, variants
 from runtime.engine import load_local
