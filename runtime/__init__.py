@@ -4,7 +4,8 @@ Runs on the board (or the emulated one) with only the TVM runtime, numpy and pil
 nothing here may import torch or the ``edge_sr`` package.
 """
 
-from .threads import use_physical_cores
+from .threads import prepare
 
-# Before anything starts TVM's thread pool: TVM would halve the cores on x86 (see threads).
-use_physical_cores()
+# Before anything starts TVM's thread pool: TVM would halve the cores on x86 and spin its
+# idle workers (see threads).
+prepare()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifact import ArtifactError, check_machine, read_manifest, verified_library
+from .threads import configure_pool
 from .tiling import upscale_tiled
 
 
@@ -75,6 +76,8 @@ def load_local(artifact: str | Path, which: str = "library") -> Engine:
     gpu = which == "library" and manifest["target"].get("kind") == "cuda"
     if gpu:
         ensure_cuda_runtime()
+    if not gpu:
+        configure_pool()
     lib = tvm.runtime.load_module(str(verified_library(artifact, manifest, which)))
     dev = tvm.cuda() if gpu else tvm.cpu()
     if gpu and not dev.exist:

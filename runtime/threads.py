@@ -1,4 +1,4 @@
-"""How many threads TVM's CPU runtime uses: one per physical core this process may run on.
+"""How TVM's CPU thread pool is set up: two threads per physical core, workers that sleep.
 
 Without ``TVM_NUM_THREADS`` TVM takes ``hardware_concurrency() / 2`` on every x86 machine,
 assuming two hyper-threads per core. On a VM or a board without SMT that is half the
@@ -7,6 +7,19 @@ ONNX Runtime and PyTorch used two. So we count physical cores from sysfs (the pr
 CPU affinity, SMT siblings counted once) and set ``TVM_NUM_THREADS`` before TVM starts its
 thread pool, unless the user set it (or ``OMP_NUM_THREADS``, which TVM also reads).
 Child processes (MetaSchedule's measurement workers, the RPC server's) inherit it.
+
+Two choices make a module keep its speed when other processes share the cores (a camera
+pipeline, an encoder). TVM's pool splits every parallel loop statically, one share per
+thread, and a kernel ends when its slowest share does: with one thread per core, the
+thread whose core is shared runs its share at half speed and the model at one core's
+speed. With two threads per core the scheduler can hand a free core's time to a second
+thread, so a preempted share holds up less of the kernel. And pool workers that finish
+early spin for a while before sleeping (``TVM_THREAD_POOL_SPIN_COUNT``), burning the very
+time a preempted share needs: with many short kernels (an int8 module) that made the
+slowdown grow with the kernel count. Workers here sleep at once (spin count 0). Measured
+on the 2-core host (docs/pipeline.md, "Latency on a busy machine"): the quiet latency
+moves by 1-3 %, the loaded one drops by up to half. ``EDGE_SR_THREADS_PER_CORE=1`` and a
+user's ``TVM_THREAD_POOL_SPIN_COUNT`` restore TVM's behaviour.
 """
 
 from __future__ import annotations
@@ -16,6 +29,11 @@ from pathlib import Path
 
 SYSFS_CPU = Path("/sys/devices/system/cpu")
 USER_VARS = ("TVM_NUM_THREADS", "OMP_NUM_THREADS")
+SPIN_VAR = "TVM_THREAD_POOL_SPIN_COUNT"
+PER_CORE_VAR = "EDGE_SR_THREADS_PER_CORE"
+THREADS_PER_CORE = 2
+# TVM's ThreadGroup::AffinityMode: kBig (every fast core; all cores on a uniform CPU).
+_BIG_CORES = 1
 
 
 def _allowed_cpus() -> list[int]:
@@ -44,19 +62,60 @@ def physical_cores(cpus: list[int] | None = None, sysfs: Path = SYSFS_CPU) -> in
     return max(1, len(cores))
 
 
-def use_physical_cores(environ: dict[str, str] | None = None) -> int:
-    """Set ``TVM_NUM_THREADS`` to the physical core count unless the user chose a count.
+def _count(env: dict[str, str], var: str) -> int | None:
+    text = env.get(var, "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
 
-    Must run before TVM's first parallel kernel (the pool reads it once); importing
-    ``runtime`` calls it, and ``edge_sr`` imports ``runtime`` first.
 
-    Returns:
-        The thread count TVM will use.
-    """
+def pool_size(environ: dict[str, str] | None = None) -> int:
+    """Threads of TVM's pool: the user's ``TVM_NUM_THREADS``/``OMP_NUM_THREADS``, else
+    ``EDGE_SR_THREADS_PER_CORE`` (default 2) per physical core."""
     env = os.environ if environ is None else environ
     for var in USER_VARS:
-        if env.get(var, "").strip().isdigit() and int(env[var]) > 0:
-            return int(env[var])
-    n = physical_cores()
-    env["TVM_NUM_THREADS"] = str(n)
+        if (n := _count(env, var)) is not None:
+            return n
+    return physical_cores() * (_count(env, PER_CORE_VAR) or THREADS_PER_CORE)
+
+
+def prepare(environ: dict[str, str] | None = None) -> int:
+    """Write the pool settings into the environment, where TVM and child processes read
+    them: ``TVM_NUM_THREADS`` (``pool_size``), a spin count of 0 and, with more threads than
+    cores, no pinning, each unless the user chose it. Must run before TVM creates a thread
+    pool; ``import runtime`` calls it.
+
+    Returns:
+        The pool size.
+    """
+    env = os.environ if environ is None else environ
+    n = pool_size(env)
+    if not any(_count(env, var) for var in USER_VARS):
+        env["TVM_NUM_THREADS"] = str(n)
+    env.setdefault(SPIN_VAR, "0")
+    if n > physical_cores():  # threads cannot be pinned one per core (TVM warns, twice)
+        env.setdefault("TVM_BIND_THREADS", "0")
     return n
+
+
+def configure_pool() -> int:
+    """Make the calling thread's TVM pool use ``pool_size`` threads.
+
+    TVM sizes a new pool by the cores it counts, whatever ``TVM_NUM_THREADS`` says above
+    that; only ``runtime.config_threadpool`` sets more. The pool belongs to the calling
+    thread: call this in the thread that runs the module (``load_local`` does; an RPC
+    session's process calls it through ``edge_sr.configure_threads``).
+
+    Returns:
+        The threads the pool uses.
+    """
+    import tvm
+
+    n = prepare()
+    tvm.get_global_func("runtime.config_threadpool")(_BIG_CORES, n)
+    return int(tvm.get_global_func("runtime.NumThreads")())
+
+
+def register() -> None:
+    """Register ``edge_sr.configure_threads`` for RPC sessions on this device."""
+    import tvm
+
+    tvm.register_global_func("edge_sr.configure_threads", configure_pool, override=True)

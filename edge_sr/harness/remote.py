@@ -52,8 +52,11 @@ def connect(device: str | None, tracker: str | None = None, key: str = "",
         if tracker:
             if not key:
                 raise HarnessError("--tracker needs --key (the device key, e.g. rpi4)")
-            return rpc.connect_tracker(host, port).request(key, session_timeout=timeout)
-        return rpc.connect(host, port, session_timeout=timeout)
+            sess = rpc.connect_tracker(host, port).request(key, session_timeout=timeout)
+        else:
+            sess = rpc.connect(host, port, session_timeout=timeout)
+        configure_threads(sess)
+        return sess
     except HarnessError:
         raise
     except Exception as exc:  # noqa: BLE001 - TVM raises TVMError/RuntimeError variants
@@ -64,6 +67,16 @@ def _first_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     tail = [ln for ln in lines if "Error" in ln] or lines or [type(exc).__name__]
     return tail[-1][:300]
+
+
+def configure_threads(sess) -> int | None:
+    """Set up the session's TVM thread pool the way ``load_local`` does on a device
+    (``runtime.threads``); None on a stock TVM RPC server, which keeps TVM's pool."""
+    try:
+        f = sess.get_function("edge_sr.configure_threads")
+    except Exception:  # noqa: BLE001 - the function is optional
+        return None
+    return int(f())
 
 
 def device_info(sess) -> dict | None:

@@ -212,3 +212,13 @@ def test_every_call_has_a_deadline():
     assert timed(lambda: 7, timeout=1) == 7
     with pytest.raises(HarnessError):
         timed(lambda: (_ for _ in ()).throw(HarnessError("x")), timeout=1)
+
+
+def test_a_session_gets_the_devices_thread_pool(server):
+    # connect() sets up the session's pool as load_local does on the device: more threads
+    # than the cores TVM's default pool stops at.
+    from edge_sr.harness.remote import connect
+    from runtime.threads import pool_size
+
+    sess = connect(server.addr, timeout=60)
+    assert int(sess.get_function("runtime.NumThreads")()) == pool_size()

@@ -1,4 +1,5 @@
-"""TVM's CPU runtime runs one thread per physical core, not TVM's x86 guess of half the CPUs."""
+"""TVM's CPU pool: two threads per physical core (not TVM's x86 guess of half the CPUs),
+workers that sleep at once, the user's settings first."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.threads import physical_cores, use_physical_cores
+from runtime.threads import THREADS_PER_CORE, physical_cores, prepare
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,24 +47,50 @@ def test_cpus_outside_the_affinity_and_undescribed_cpus(tmp_path):
     ({"OMP_NUM_THREADS": "5"}, 5),
     ({"TVM_NUM_THREADS": "0"}, None),               # not a count: ours is used
     ({"TVM_NUM_THREADS": "many"}, None),
+    ({"EDGE_SR_THREADS_PER_CORE": "1"}, "cores"),
     ({}, None),
 ])
 def test_user_choice_wins(env, expected):
     env = dict(env)
-    n = use_physical_cores(env)
-    assert n == (expected if expected is not None else physical_cores())
-    if expected is None:
-        assert env["TVM_NUM_THREADS"] == str(physical_cores())
+    n = prepare(env)
+    cores = physical_cores()
+    want = {None: THREADS_PER_CORE * cores, "cores": cores}.get(expected, expected)
+    assert n == want
+    if not isinstance(expected, int):
+        assert env["TVM_NUM_THREADS"] == str(want)
+    assert env["TVM_THREAD_POOL_SPIN_COUNT"] == "0"
 
 
-def _tvm_threads(extra_env: dict[str, str]) -> int:
-    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
-    code = "import runtime, tvm; print(tvm.runtime.num_threads())"
+def test_a_users_spin_count_is_kept():
+    env = {"TVM_THREAD_POOL_SPIN_COUNT": "300000"}
+    prepare(env)
+    assert env["TVM_THREAD_POOL_SPIN_COUNT"] == "300000"
+
+
+OURS = ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "TVM_THREAD_POOL_SPIN_COUNT", "TVM_BIND_THREADS",
+        "EDGE_SR_THREADS_PER_CORE")
+
+
+def _tvm_threads(extra_env: dict[str, str]) -> tuple[int, int, str]:
+    """(pool before, pool after ``configure_pool``, stderr) in a fresh process."""
+    env = {k: v for k, v in os.environ.items() if k not in OURS}
+    code = ("import runtime, tvm; from runtime.threads import configure_pool; "
+            "before = tvm.runtime.num_threads(); print(before, configure_pool())")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, **extra_env},
                          capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1])
+    before, after = out.stdout.strip().splitlines()[-1].split()
+    return int(before), int(after), out.stderr
 
 
-def test_tvm_pool_uses_every_physical_core():
-    assert _tvm_threads({}) == physical_cores()
-    assert _tvm_threads({"TVM_NUM_THREADS": "1"}) == 1
+def test_pool_runs_two_threads_per_core_quietly():
+    cores = physical_cores()
+    before, after, err = _tvm_threads({})
+    assert after == THREADS_PER_CORE * cores
+    assert before == min(cores, after)      # TVM alone stops at its core count
+    assert "Warning" not in err             # no pinning warning with more threads than cores
+
+
+@pytest.mark.parametrize("extra,want", [({"TVM_NUM_THREADS": "1"}, 1),
+                                        ({"EDGE_SR_THREADS_PER_CORE": "1"}, None)])
+def test_pool_follows_the_user(extra, want):
+    assert _tvm_threads(extra)[1] == (want or physical_cores())
