@@ -298,12 +298,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         fp32 = res["runtimes"].get("tvm_tuned_fp32", {})
         if "median_ms" in fp32:
             psnr = evaluate(EvalConfig(res["model"], "set5"))["mean"]["psnr"]
-            points.append({"model": res["model"], "dtype": "float32", "psnr": psnr,
-                           "latency_ms": fp32["median_ms"]})
+            points.append({"label": f"{res['model']} fp32", "scale": res["scale"],
+                           "psnr": psnr, "latency_ms": fp32["median_ms"]})
         int8 = res["runtimes"].get("tvm_tuned_int8", {})
         if "median_ms" in int8:
-            points.append({"model": res["model"], "dtype": "int8", "psnr": int8["set5_psnr"],
-                           "latency_ms": int8["median_ms"]})
+            points.append({"label": f"{res['model']} int8", "scale": res["scale"],
+                           "psnr": int8["set5_psnr"], "latency_ms": int8["median_ms"]})
     if points:
         plot_pareto(points, out / "pareto.png")
     if args.json:
@@ -313,6 +313,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"written: {out}/bench.json, bench.md, latency.png" + (", pareto.png" if points
                                                                       else ""))
     return 0
+
+
+@command
+def cmd_pareto(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from runtime.artifact import write_json_atomic
+
+    from .benchmark.pareto import ParetoConfig, format_pareto, plot_zoo, zoo_points
+
+    points = zoo_points(ParetoConfig(models=args.model or [], target=args.target,
+                                     runtime=args.runtime, output=args.output,
+                                     datasets=args.dataset, repeat=args.repeat,
+                                     device=args.device, timeout=args.timeout))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "pareto.json", points)
+    plot_zoo(points, out / "pareto.png")
+    print(json.dumps(points) if args.json else format_pareto(points))
+    if not args.json:
+        print(f"written: {out}/pareto.json, pareto.png")
+    return 0 if all("latency_ms" in p for p in points) else 1
 
 
 @command
@@ -496,6 +518,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also time every runtime with N processes spinning on the machine "
                         "that runs it (here, or the device), and report the slowdown")
     p.add_argument("--out", default="reports/bench", help="folder for json, md and png")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("pareto", help="PSNR against latency for every zoo model at one "
+                                      "output size, frontier per scale (the pruning study "
+                                      "is its x4 panel)")
+    p.add_argument("--model", nargs="+", help="default: every model with a checkpoint")
+    p.add_argument("--target", default="host")
+    p.add_argument("--runtime", default="tvm_default_fp32",
+                   choices=["tvm_default_fp32", "tvm_tuned_fp32", "tvm_tuned_int8",
+                            "onnxruntime_fp32"])
+    p.add_argument("--output", type=parse_size, default=(720, 1280),
+                   help="HR frame HxW every model delivers (default 720x1280)")
+    p.add_argument("--dataset", nargs="+", default=["set5", "set14"],
+                   help="PSNR on each; the first is plotted")
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--device", help="RPC HOST:PORT for device targets")
+    p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--out", default="reports/pareto", help="folder for json and png")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("profile", help="per-kernel times of an artifact, mapped to layers")

@@ -84,27 +84,32 @@ def plot_latency(results: list[dict], path: Path) -> Path:
     return path
 
 
-def plot_pareto(points: list[dict], path: Path) -> Path:
-    """PSNR (Set5) vs latency, one point per (model, precision); the frontier joined."""
+def plot_pareto(points: list[dict], path: Path, xlabel: str = "TVM tuned latency (ms, log)",
+                ylabel: str = "Set5 PSNR (dB)") -> Path:
+    """PSNR vs latency, one panel per scale (PSNR compares only within one), each
+    panel's frontier dashed. A point: ``{"label", "scale", "psnr", "latency_ms"}``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for p in points:
-        ax.scatter(p["latency_ms"], p["psnr"], marker="o" if p["dtype"] == "float32" else "s")
-        ax.annotate(f"{p['model']} {p['dtype']}", (p["latency_ms"], p["psnr"]), fontsize=7)
-    front, best = [], -1.0
-    for p in sorted(points, key=lambda p: p["latency_ms"]):
-        if p["psnr"] > best:
-            front.append(p)
-            best = p["psnr"]
-    ax.plot([p["latency_ms"] for p in front], [p["psnr"] for p in front], "k--", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("TVM tuned latency (ms, log)")
-    ax.set_ylabel("Set5 PSNR (dB)")
-    ax.set_title("PSNR vs latency (Pareto frontier dashed)")
+    scales = sorted({p.get("scale", 0) for p in points})
+    fig, axes = plt.subplots(1, len(scales), figsize=(5.5 * len(scales), 4.5), squeeze=False)
+    for ax, scale in zip(axes[0], scales):
+        group = [p for p in points if p.get("scale", 0) == scale]
+        for p in group:
+            ax.scatter(p["latency_ms"], p["psnr"])
+            ax.annotate(p["label"], (p["latency_ms"], p["psnr"]), fontsize=7)
+        front, best = [], float("-inf")
+        for p in sorted(group, key=lambda p: p["latency_ms"]):
+            if p["psnr"] > best:
+                front.append(p)
+                best = p["psnr"]
+        ax.plot([p["latency_ms"] for p in front], [p["psnr"] for p in front], "k--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"x{scale}" if scale else "PSNR vs latency")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -17,13 +17,14 @@ import subprocess
 from pathlib import Path
 
 from ..zoo import format_zoo_summary
+from .pareto import format_pareto, plot_zoo
 from .peak import _cpuinfo, _field, cpu_peak
 from .report import markdown
 from .runtimes import RUNTIMES
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = ROOT / "docs" / "results"
-KINDS = ("zoo", "bench")
+KINDS = ("zoo", "bench", "pareto")
 # README sections rendered from the results: <!-- results:NAME --> ... <!-- /results:NAME -->
 MARK = re.compile(r"(<!-- results:(\w[\w-]*) -->\n).*?(<!-- /results:\2 -->)", re.S)
 
@@ -106,9 +107,13 @@ def bench_summary(results: list[dict]) -> str:
     return "\n".join(out)
 
 
-def _section(rec: dict, full: bool) -> str:
+def _section(rec: dict, full: bool, name: str = "") -> str:
     if rec["kind"] == "zoo":
         body = format_zoo_summary(rec["data"])
+    elif rec["kind"] == "pareto":
+        body = format_pareto(rec["data"])
+        if full and name:  # docs/results.md sits beside docs/results/
+            body += f"\n\n![{name}](results/{name}.png)"
     else:
         body = markdown(rec["data"]) if full else bench_summary(rec["data"])
     return f"{body.rstrip()}\n\n{provenance(rec)}\n"
@@ -121,7 +126,7 @@ def render_markdown(records: dict[str, dict]) -> str:
            "refresh a figure by measuring again (`python scripts/results.py add ...`). "
            "Emulated-Pi timings are ratios within the emulator, not a Pi's milliseconds.", ""]
     for name, rec in records.items():
-        out += [f"## {name}", "", _section(rec, full=True)]
+        out += [f"## {name}", "", _section(rec, full=True, name=name)]
     return "\n".join(out)
 
 
@@ -138,5 +143,8 @@ def render_readme(text: str, records: dict[str, dict]) -> str:
 def render(readme: Path = ROOT / "README.md", out: Path = ROOT / "docs" / "results.md") -> None:
     """Write ``docs/results.md`` and refresh the README's result sections."""
     records = load()
+    for name, rec in records.items():
+        if rec["kind"] == "pareto":
+            plot_zoo(rec["data"], RESULTS_DIR / f"{name}.png")
     out.write_text(render_markdown(records))
     readme.write_text(render_readme(readme.read_text(), records))

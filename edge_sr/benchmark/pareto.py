@@ -1,0 +1,131 @@
+"""The zoo's trade-off: PSNR against latency for every model, at one output size.
+
+Models of different scales are compared at the same output frame (720p by default: x2
+from 360x640, x3 from 240x427, x4 from 180x320), so a point's latency is what it costs to
+deliver that frame. PSNR is only comparable within a scale (a x4 model restores less than
+a x2 one), so the frontier is drawn per scale. The pruned SRResNets (16 -> 12/8/4/2
+blocks) are one column of this table: the pruning study is the x4 panel.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..evaluate import EvalConfig, evaluate
+from ..models import get_spec
+from . import BenchSpec, bench
+
+OUTPUT = (720, 1280)
+
+
+def input_size(scale: int, output: tuple[int, int] = OUTPUT) -> tuple[int, int]:
+    """The LR frame whose x``scale`` output covers ``output`` (rounded up)."""
+    return -(-output[0] // scale), -(-output[1] // scale)
+
+
+@dataclass
+class ParetoConfig:
+    """Arguments of ``zoo_points``.
+
+    Attributes:
+        models: Registry names (default: every model with a committed checkpoint).
+        target: Where latency is measured (``host``, or a device target over RPC).
+        runtime: The ``bench`` runtime timed (``tvm_default_fp32``: the build every
+            machine gets without tuning; ``tvm_tuned_fp32``; ``tvm_tuned_int8``).
+        output: HR frame (H, W) every model delivers.
+        datasets: PSNR on each; the first one is plotted.
+        repeat: Timed calls per model.
+        device: RPC ``HOST:PORT`` for device targets.
+        timeout: RPC session seconds per model.
+    """
+
+    models: list[str] = field(default_factory=list)
+    target: str = "host"
+    runtime: str = "tvm_default_fp32"
+    output: tuple[int, int] = OUTPUT
+    datasets: list[str] = field(default_factory=lambda: ["set5", "set14"])
+    repeat: int = 10
+    device: str | None = None
+    timeout: float = 300.0
+
+
+def blocks(name: str) -> int | None:
+    """Residual blocks of a pruned SRResNet variant (``srresnet_b8_x4`` -> 8), else None."""
+    m = re.match(r"srresnet_b(\d+)_x\d+$", name)
+    return int(m.group(1)) if m else None
+
+
+def zoo_points(cfg: ParetoConfig) -> list[dict]:
+    """One point per model: latency at ``cfg.output`` and PSNR per dataset.
+
+    Returns:
+        ``{"model", "scale", "input", "output", "gmac", "runtime", "blocks", "latency_ms",
+        "psnr": {dataset: dB}}``; ``error`` instead of ``latency_ms`` when the runtime failed.
+    """
+    from ..zoo import committed_models
+
+    points = []
+    for name in cfg.models or committed_models():
+        spec = get_spec(name)
+        res = bench(BenchSpec(model=name, target=cfg.target,
+                              size=input_size(spec.scale, cfg.output), repeat=cfg.repeat,
+                              runtimes=(cfg.runtime,), device=cfg.device, timeout=cfg.timeout))
+        run = res["runtimes"][cfg.runtime]
+        point = {"model": name, "scale": spec.scale, "input": res["input"],
+                 "output": list(cfg.output),
+                 "gmac": res["gmac"], "runtime": cfg.runtime, "blocks": blocks(name),
+                 "psnr": {ds: evaluate(EvalConfig(name, ds))["mean"]["psnr"]
+                          for ds in cfg.datasets}}
+        if "median_ms" in run:
+            point["latency_ms"] = run["median_ms"]
+        else:
+            point["error"] = run.get("error", "not measured")
+        points.append(point)
+    return points
+
+
+def frontier(points: list[dict], dataset: str) -> set[str]:
+    """Models no other model of the same scale beats on both latency and PSNR."""
+    best: set[str] = set()
+    timed = [p for p in points if "latency_ms" in p and dataset in p["psnr"]]
+    for scale in {p["scale"] for p in timed}:
+        top = float("-inf")
+        for p in sorted((p for p in timed if p["scale"] == scale),
+                        key=lambda p: (p["latency_ms"], -p["psnr"][dataset])):
+            if p["psnr"][dataset] > top:
+                best.add(p["model"])
+                top = p["psnr"][dataset]
+    return best
+
+
+def format_pareto(points: list[dict]) -> str:
+    """Markdown: per scale, fastest first; PSNR per dataset, latency, GMAC, frontier."""
+    datasets = list(dict.fromkeys(ds for p in points for ds in p["psnr"]))
+    front = frontier(points, datasets[0]) if datasets else set()
+    runtime = points[0]["runtime"] if points else ""
+    head = " | ".join(f"{ds} PSNR" for ds in datasets)
+    lines = [f"| model | scale | input | GMAC | {runtime} ms | {head} | frontier |",
+             "|---|---|---|---|---|" + "---|" * len(datasets) + "---|"]
+    order = sorted(points, key=lambda p: (p["scale"], p.get("latency_ms", float("inf"))))
+    for p in order:
+        ms = f"{p['latency_ms']:.1f}" if "latency_ms" in p else f"error: {p['error']}"
+        cells = " | ".join(f"{p['psnr'][ds]:.2f}" if ds in p["psnr"] else "" for ds in datasets)
+        h, w = p["input"][-2:]
+        lines.append(f"| {p['model']} | x{p['scale']} | {h}x{w} | {p['gmac']:.2f} | {ms} | "
+                     f"{cells} | {'yes' if p['model'] in front else ''} |")
+    return "\n".join(lines)
+
+
+def plot_zoo(points: list[dict], path: Path) -> Path:
+    """``report.plot_pareto`` of ``zoo_points``' output (the first dataset's PSNR)."""
+    from .report import plot_pareto
+
+    timed = [p for p in points if "latency_ms" in p]
+    ds = next(iter(timed[0]["psnr"])) if timed else "set5"
+    runtime = timed[0]["runtime"] if timed else ""
+    h, w = timed[0].get("output", OUTPUT) if timed else OUTPUT
+    return plot_pareto([{"label": p["model"], "scale": p["scale"], "psnr": p["psnr"][ds],
+                         "latency_ms": p["latency_ms"]} for p in timed], path,
+                       xlabel=f"{runtime} ms, {h}x{w} output (log)", ylabel=f"{ds} PSNR (dB)")
