@@ -12,6 +12,7 @@ result is exactly the conv's (the same int32 sums, in another order of blocks).
 from __future__ import annotations
 
 import numpy as np
+import tvm
 from tvm import relax, te, topi
 
 from .rewrite import conv_rewrite_pass, int8_conv_with_constant_weights
@@ -26,11 +27,14 @@ def pack_weight(w: np.ndarray) -> np.ndarray:
                                 .transpose(0, 2, 3, 4, 1, 5))
 
 
-def conv2d_nhwc_dot4(data: te.Tensor, wp: te.Tensor, padding: tuple[int, int, int, int]):
-    """Stride-1 NHWC conv of int8 data with packed int8 weights, int32 out (NHWC)."""
+def conv2d_nhwc_dot4(data: te.Tensor, wp: te.Tensor, padding: tuple[int, int, int, int],
+                     pad_value: float = 0.0):
+    """Stride-1 NHWC conv of int8 data with packed int8 weights, int32 out (NHWC); the
+    border padded with ``pad_value`` (a quantized input's zero point)."""
     top, left, bottom, right = padding
     if any(padding):
-        data = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, 0], pad_value=0)
+        data = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, 0],
+                           pad_value=tvm.tirx.const(pad_value, data.dtype))
     n, h, w, _ = (int(x) for x in data.shape)
     oo, kh, kw, io, oi, ii = (int(x) for x in wp.shape)
     ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")

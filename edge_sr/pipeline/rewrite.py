@@ -25,12 +25,30 @@ def int8_conv_with_constant_weights(call: relax.Call, data_dtype: str,
             and [int(v) for v in a.dilation] == [1, 1])
 
 
+def spatial_pad(call: relax.Expr, layout: str) -> tuple[tuple[int, ...], float] | None:
+    """``((top, left, bottom, right), value)`` of a constant-mode ``relax.nn.pad`` that
+    pads only the H and W axes of a ``layout`` tensor; None for anything else."""
+    if not (isinstance(call, relax.Call) and call.op == tvm.ir.Op.get("relax.nn.pad")
+            and call.attrs.pad_mode == "constant" and len(call.args) == 1):
+        return None
+    width = [int(v) for v in call.attrs.pad_width]
+    axes = {ax: width[2 * i: 2 * i + 2] for i, ax in enumerate(layout)}
+    if axes["N"] != [0, 0] or axes["C"] != [0, 0]:
+        return None
+    return (axes["H"][0], axes["W"][0], axes["H"][1], axes["W"][1]), float(call.attrs.pad_value)
+
+
 def conv_rewrite_pass(name: str, eligible: Callable[[relax.Call], bool],
                       pack: Callable[[np.ndarray], np.ndarray], compute: Callable,
                       kernel: str) -> tvm.transform.Pass:
     """A module pass that replaces every conv2d call ``eligible`` accepts by
-    ``compute(data, packed weights, padding)`` (a TE function, emitted as kernel
-    ``kernel``), the weights packed by ``pack``; other calls are left as they are."""
+    ``compute(data, packed weights, padding, pad_value)`` (a TE function, emitted as
+    kernel ``kernel``), the weights packed by ``pack``; other calls are left as they are.
+
+    A quantized conv's input is padded with its zero point by an explicit ``nn.pad``
+    (the conv itself pads nothing): that pad is absorbed into the kernel, which packs
+    its input per tile anyway, instead of running as a kernel of its own (one more
+    parallel region, and a barrier that a preempted thread stretches by a time slice)."""
 
     @relax.expr_functor.mutator
     class _Rewriter(relax.PyExprMutator):
@@ -41,7 +59,13 @@ def conv_rewrite_pass(name: str, eligible: Callable[[relax.Call], bool],
             data, weight = call.args
             wp = relax.const(pack(weight.value.numpy()))
             pad = tuple(int(p) for p in call.attrs.padding)
-            return self.builder_.call_te(compute, data, wp, pad, primfunc_name_hint=kernel)
+            value = 0.0
+            bound = self.lookup_binding(data) if isinstance(data, relax.Var) else None
+            absorbed = spatial_pad(bound, str(call.attrs.data_layout))
+            if absorbed and not any(pad):
+                (pad, value), data = absorbed, bound.args[0]
+            return self.builder_.call_te(compute, data, wp, pad, value,
+                                         primfunc_name_hint=kernel)
 
     def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         rewriter = _Rewriter(mod)

@@ -86,11 +86,14 @@ def pack_weight(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(o, i // DOT, DOT, kh, kw).transpose(0, 1, 3, 4, 2))
 
 
-def conv2d_nchw_vnni(data: te.Tensor, wp: te.Tensor, padding: tuple[int, int, int, int]):
-    """Stride-1 NCHW conv of uint8 data with packed int8 weights, int32 out (NCHW)."""
+def conv2d_nchw_vnni(data: te.Tensor, wp: te.Tensor, padding: tuple[int, int, int, int],
+                     pad_value: float = 0.0):
+    """Stride-1 NCHW conv of uint8 data with packed int8 weights, int32 out (NCHW); the
+    border padded with ``pad_value`` (a quantized input's zero point)."""
     top, left, bottom, right = padding
     if any(padding):
-        data = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right], pad_value=0)
+        data = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right],
+                           pad_value=tvm.tirx.const(pad_value, data.dtype))
     n, _, h, w = (int(x) for x in data.shape)
     o, groups, kh, kw, _ = (int(x) for x in wp.shape)
     packed = te.compute((n, groups, h, w, DOT),

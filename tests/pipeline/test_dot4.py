@@ -81,6 +81,34 @@ def test_pass_rewrites_eligible_convs_and_keeps_the_result(ic, rewritten):
     np.testing.assert_array_equal(_run(out, x), _run(mod, x))
 
 
+def _padded(pad_width: list[int]) -> tvm.IRModule:
+    """An explicit NHWC pad with a zero point of 5, then an unpadded 3x3 conv."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 10, 10, 8), "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            p = bb.emit(relax.op.nn.pad(x, pad_width, pad_value=5.0))
+            y = bb.emit_output(relax.op.nn.conv2d(
+                p, relax.const(_int8(8, 3, 3, 8)), data_layout="NHWC", kernel_layout="OHWI",
+                out_dtype="int32"))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
+@pytest.mark.parametrize("pad_width, absorbed", [
+    ([0, 0, 1, 1, 2, 0, 0, 0], True),     # H and W only (uneven too): into the kernel
+    ([1, 0, 1, 1, 1, 1, 0, 0], False),    # the batch padded: stays a pad of its own
+])
+def test_a_zero_point_pad_runs_inside_the_packed_kernel(pad_width, absorbed):
+    mod = _padded(pad_width)
+    out = relax.transform.DeadCodeElimination()(dot4_conv(mod))
+    main = out["main"].script()
+    assert "conv2d_nhwc_dot4" in out.script()
+    assert ("R.nn.pad(" not in main) == absorbed
+    x = _int8(1, 10, 10, 8)
+    np.testing.assert_array_equal(_run(out, x), _run(mod, x))
+
+
 def test_only_int8_nhwc_on_a_dotprod_target_gets_the_pass():
     rpi5 = targets.tvm_target(targets.get_target("rpi5"))
     rpi4 = targets.tvm_target(targets.get_target("rpi4"))

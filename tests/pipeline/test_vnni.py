@@ -103,6 +103,17 @@ def test_fsrcnn_full_int8_has_four_kinds_of_vnni_kernel(fsrcnn):
     assert any("conv2d_add" in k or k.startswith("fused_conv2d_add") for k in kernels)
 
 
+def test_zero_point_pads_run_inside_the_vnni_kernels(fsrcnn):
+    # The quantizer pads each conv's input with its zero point; the packed kernels take
+    # that pad in (bit-identity with the plain module is checked below).
+    if not HOST_VNNI:
+        pytest.skip("this CPU has no AVX512-VNNI: the host build has no vnni_conv")
+    calls = [ln for ln in fsrcnn.mod["main"].script().splitlines() if "R.call_tir(" in ln]
+    assert not [c for c in calls if "R.call_tir(cls.pad" in c or "call_tir(pad" in c]
+    # quantize, head, shrink, four maps, expand, sub-pixel conv, depth-to-space
+    assert len(calls) == 10
+
+
 def _template_spaces(func: PrimFunc, target: tvm.target.Target) -> tuple[list, list]:
     ctx = ms.TuneContext(mod=tvm.IRModule({"main": func}), target=target,
                          space_generator=templates.space_generator(target),
