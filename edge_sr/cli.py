@@ -47,7 +47,7 @@ def cmd_train_zoo(args: argparse.Namespace) -> int:
 
     result = train_zoo(ZooTrainConfig(models=args.model or [], minutes=args.minutes,
                                       runs=args.runs, threads=args.threads,
-                                      device=args.device))
+                                      device=args.device, jobs=args.jobs))
     print(json.dumps(result, indent=1))
     return 0
 
@@ -451,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="", help="runs folder (default edge_sr/weights/runs)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once, one process each (a GPU fits every zoo run "
+                        "side by side; keep 1 on a small CPU)")
 
     p = sub.add_parser("eval", help="PSNR/SSIM of a model vs bicubic on a dataset")
     p.add_argument("--model", required=True)

@@ -6,7 +6,7 @@
 # held-out validation images (the last 20 of BSD200). Commit edge_sr/weights/ afterwards.
 #
 #   bash scripts/train_all.sh [MINUTES] [edge-sr train-zoo options, e.g. --model fsrcnn_x2]
-#   bash scripts/train_all.sh 30 --device cuda     # on a GPU the full schedules take minutes
+#   bash scripts/train_all.sh 30 --device cuda --jobs 8   # a GPU trains runs side by side
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes="${1:-60}"

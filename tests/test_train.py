@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 
 import numpy as np
 import pytest
@@ -139,6 +140,25 @@ def test_zoo_runs_wait_for_their_source(tmp_path):
     torch.save({"iter": iters, "schedule": {"iters": iters}},
                tmp_path / "fsrcnn_x2" / "last.pt")
     assert not _ready(tmp_path, "fsrcnn_x2") and _ready(tmp_path, "fsrcnn_x3")
+
+
+@pytest.mark.slow
+def test_zoo_runs_train_side_by_side(tmp_path):
+    from edge_sr.train_zoo import ZooTrainConfig, run_state, train_zoo
+
+    names = ["fsrcnn_tiny_x2", "fsrcnn_s_x2"]
+    t0 = time.time()
+    report = train_zoo(ZooTrainConfig(models=names, minutes=0.6, runs=str(tmp_path / "runs"),
+                                      weights=str(tmp_path / "w"), threads=1, jobs=2))
+    assert set(report) == set(names)
+    ends = []
+    for name in names:
+        assert run_state(tmp_path / "runs", name)[0] == report[name]["iter"] > 0
+        ends.append((tmp_path / "runs" / name / "last.pt").stat().st_mtime)
+    # side by side, both run to the end of the budget (one after the other, the first
+    # would stop halfway)
+    assert abs(ends[0] - ends[1]) < 8
+    assert time.time() - t0 < 0.6 * 60 + 60
 
 
 def test_bf16_training_keeps_the_output_layer_in_float32():
