@@ -1,4 +1,4 @@
-"""How TVM's CPU thread pool is set up: two threads per physical core, workers that sleep.
+"""How TVM's CPU thread pool is set up: one thread per physical core, workers that sleep.
 
 Without ``TVM_NUM_THREADS`` TVM takes ``hardware_concurrency() / 2`` on every x86 machine,
 assuming two hyper-threads per core. On a VM or a board without SMT that is half the
@@ -8,18 +8,17 @@ CPU affinity, SMT siblings counted once) and set ``TVM_NUM_THREADS`` before TVM 
 thread pool, unless the user set it (or ``OMP_NUM_THREADS``, which TVM also reads).
 Child processes (MetaSchedule's measurement workers, the RPC server's) inherit it.
 
-Two choices make a module keep its speed when other processes share the cores (a camera
-pipeline, an encoder). TVM's pool splits every parallel loop statically, one share per
-thread, and a kernel ends when its slowest share does: with one thread per core, the
-thread whose core is shared runs its share at half speed and the model at one core's
-speed. With two threads per core the scheduler can hand a free core's time to a second
-thread, so a preempted share holds up less of the kernel. And pool workers that finish
-early spin for a while before sleeping (``TVM_THREAD_POOL_SPIN_COUNT``), burning the very
-time a preempted share needs: with many short kernels (an int8 module) that made the
-slowdown grow with the kernel count. Workers here sleep at once (spin count 0). Measured
-on the 2-core host (docs/pipeline.md, "Latency on a busy machine"): the quiet latency
-moves by 1-3 %, the loaded one drops by up to half. ``EDGE_SR_THREADS_PER_CORE=1`` and a
-user's ``TVM_THREAD_POOL_SPIN_COUNT`` restore TVM's behaviour.
+A module that shares its cores with other processes (a camera pipeline, an encoder) loses
+more than its share: TVM's pool splits every parallel loop statically, one share per
+thread, a kernel ends when its slowest share does, and pool workers that finish early
+spin before sleeping (``TVM_THREAD_POOL_SPIN_COUNT``), burning the time a preempted share
+needs; with many short kernels (an int8 module) the loss grew with the kernel count.
+Workers here sleep at once (spin count 0): quiet latency level, far less lost under load.
+``EDGE_SR_THREADS_PER_CORE=2`` runs two threads per core, so that the scheduler can give
+a shared core's share to the other threads: a busy machine then slows TVM less than ONNX
+Runtime, but a quiet one runs tuned kernels whose parallel loops do not split evenly over
+twice the threads up to a quarter slower, so one per core stays the default. Figures:
+docs/pipeline.md, "Latency on a busy machine".
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ SYSFS_CPU = Path("/sys/devices/system/cpu")
 USER_VARS = ("TVM_NUM_THREADS", "OMP_NUM_THREADS")
 SPIN_VAR = "TVM_THREAD_POOL_SPIN_COUNT"
 PER_CORE_VAR = "EDGE_SR_THREADS_PER_CORE"
-THREADS_PER_CORE = 2
+THREADS_PER_CORE = 1
 # TVM's ThreadGroup::AffinityMode: kBig (every fast core; all cores on a uniform CPU).
 _BIG_CORES = 1
 
@@ -69,7 +68,7 @@ def _count(env: dict[str, str], var: str) -> int | None:
 
 def pool_size(environ: dict[str, str] | None = None) -> int:
     """Threads of TVM's pool: the user's ``TVM_NUM_THREADS``/``OMP_NUM_THREADS``, else
-    ``EDGE_SR_THREADS_PER_CORE`` (default 2) per physical core."""
+    ``EDGE_SR_THREADS_PER_CORE`` (default 1) per physical core."""
     env = os.environ if environ is None else environ
     for var in USER_VARS:
         if (n := _count(env, var)) is not None:

@@ -21,8 +21,9 @@ OUTPUT = (720, 1280)
 
 
 def input_size(scale: int, output: tuple[int, int] = OUTPUT) -> tuple[int, int]:
-    """The LR frame whose x``scale`` output covers ``output`` (rounded up)."""
-    return -(-output[0] // scale), -(-output[1] // scale)
+    """The LR frame whose x``scale`` output covers ``output``, its width rounded up to a
+    multiple of 8 (as a camera frame's): x3 of 1280 columns reads 432, not 427."""
+    return -(-output[0] // scale), 8 * -(-output[1] // (8 * scale))
 
 
 @dataclass

@@ -214,11 +214,18 @@ def test_every_call_has_a_deadline():
         timed(lambda: (_ for _ in ()).throw(HarnessError("x")), timeout=1)
 
 
-def test_a_session_gets_the_devices_thread_pool(server):
-    # connect() sets up the session's pool as load_local does on the device: more threads
-    # than the cores TVM's default pool stops at.
+def test_a_session_gets_the_devices_thread_pool(monkeypatch):
+    # connect() sets up the session's pool as load_local does on the device: with two
+    # threads per core asked for, more than the cores TVM's default pool stops at.
     from edge_sr.harness.remote import connect
-    from runtime.threads import pool_size
+    from runtime.threads import physical_cores
 
-    sess = connect(server.addr, timeout=60)
-    assert int(sess.get_function("runtime.NumThreads")()) == pool_size()
+    monkeypatch.delenv("TVM_NUM_THREADS", raising=False)
+    monkeypatch.setenv("EDGE_SR_THREADS_PER_CORE", "2")
+    srv = LocalServer()
+    srv.start()
+    try:
+        sess = connect(srv.addr, timeout=60)
+        assert int(sess.get_function("runtime.NumThreads")()) == 2 * physical_cores()
+    finally:
+        srv.kill()

@@ -1,5 +1,5 @@
-"""TVM's CPU pool: two threads per physical core (not TVM's x86 guess of half the CPUs),
-workers that sleep at once, the user's settings first."""
+"""TVM's CPU pool: one thread per physical core (not TVM's x86 guess of half the CPUs), two
+on request, workers that sleep at once, the user's settings first."""
 
 from __future__ import annotations
 
@@ -47,14 +47,14 @@ def test_cpus_outside_the_affinity_and_undescribed_cpus(tmp_path):
     ({"OMP_NUM_THREADS": "5"}, 5),
     ({"TVM_NUM_THREADS": "0"}, None),               # not a count: ours is used
     ({"TVM_NUM_THREADS": "many"}, None),
-    ({"EDGE_SR_THREADS_PER_CORE": "1"}, "cores"),
+    ({"EDGE_SR_THREADS_PER_CORE": "2"}, "two per core"),
     ({}, None),
 ])
 def test_user_choice_wins(env, expected):
     env = dict(env)
     n = prepare(env)
     cores = physical_cores()
-    want = {None: THREADS_PER_CORE * cores, "cores": cores}.get(expected, expected)
+    want = {None: THREADS_PER_CORE * cores, "two per core": 2 * cores}.get(expected, expected)
     assert n == want
     if not isinstance(expected, int):
         assert env["TVM_NUM_THREADS"] == str(want)
@@ -82,15 +82,17 @@ def _tvm_threads(extra_env: dict[str, str]) -> tuple[int, int, str]:
     return int(before), int(after), out.stderr
 
 
-def test_pool_runs_two_threads_per_core_quietly():
+def test_pool_uses_every_physical_core():
+    assert _tvm_threads({})[1] == THREADS_PER_CORE * physical_cores()
+
+
+def test_two_threads_per_core_on_request_quietly():
     cores = physical_cores()
-    before, after, err = _tvm_threads({})
-    assert after == THREADS_PER_CORE * cores
-    assert before == min(cores, after)      # TVM alone stops at its core count
+    before, after, err = _tvm_threads({"EDGE_SR_THREADS_PER_CORE": "2"})
+    assert after == 2 * cores
+    assert before == cores                  # TVM alone stops at its core count
     assert "Warning" not in err             # no pinning warning with more threads than cores
 
 
-@pytest.mark.parametrize("extra,want", [({"TVM_NUM_THREADS": "1"}, 1),
-                                        ({"EDGE_SR_THREADS_PER_CORE": "1"}, None)])
-def test_pool_follows_the_user(extra, want):
-    assert _tvm_threads(extra)[1] == (want or physical_cores())
+def test_pool_follows_the_user():
+    assert _tvm_threads({"TVM_NUM_THREADS": "1"})[1] == 1
