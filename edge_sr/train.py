@@ -392,6 +392,7 @@ def _loop(run: _Run, out: Path, start: int, elapsed0: float, best: float, val_pa
         if new_log:
             log.writeheader()
         t0, val, exported = time.time(), {"psnr": float("nan"), "ssim": float("nan")}, None
+        clock = _Clock(elapsed0)
         bar = tqdm(range(start, rec.iters), initial=start, total=rec.iters, desc=cfg.model,
                    dynamic_ncols=True, mininterval=2.0)
         deploy = (lambda m: m) if cfg.qat else spec.deploy
@@ -401,10 +402,11 @@ def _loop(run: _Run, out: Path, start: int, elapsed0: float, best: float, val_pa
             for step in bar:
                 loss = run.step(step)
                 done = step + 1
+                clock.tick()
                 if done % rec.val_every == 0 or done == rec.iters:
                     val = _validate(run, deploy, val_pairs)
                     bar.set_postfix(loss=f"{loss:.4f}", val_psnr=f"{val['psnr']:.2f}")
-                    elapsed = elapsed0 + time.time() - t0
+                    elapsed = clock.tick()
                     log.writerow({"iter": done, "loss": round(loss, 6),
                                   "lr": round(lr_at(rec, step), 8),
                                   "val_psnr": round(val["psnr"], 4),
@@ -423,16 +425,34 @@ def _loop(run: _Run, out: Path, start: int, elapsed0: float, best: float, val_pa
                     break
         except KeyboardInterrupt:
             # the step in flight finished or never started: the state is consistent
-            _save_atomic({**run.state(done, elapsed0 + time.time() - t0), "best_psnr": best},
-                         out / "last.pt")
+            _save_atomic({**run.state(done, clock.tick()), "best_psnr": best}, out / "last.pt")
             raise
-        _save_atomic({**run.state(done, elapsed0 + time.time() - t0), "best_psnr": best},
-                     out / "last.pt")
+        _save_atomic({**run.state(done, clock.tick()), "best_psnr": best}, out / "last.pt")
     if cfg.qat and done == rec.iters:
-        _save_atomic(_weights(run, done, val, elapsed0 + time.time() - t0), export)
+        _save_atomic(_weights(run, done, val, clock.tick()), export)
         exported = str(export)
     return {"val": val, "best_psnr": best, "weights": exported, "log": str(log_path),
             "iter": done, "done": done == rec.iters}
+
+
+# A step or a validation never takes this long; a longer gap between two steps is a pause
+# (the run stopped with SIGSTOP while something else is timed) and is not training time.
+PAUSE_S = 300.0
+
+
+class _Clock:
+    """Training time for the logs and checkpoints: the wall time between steps, gaps
+    longer than ``PAUSE_S`` left out."""
+
+    def __init__(self, start: float = 0.0):
+        self.last, self.total = time.time(), start
+
+    def tick(self) -> float:
+        now = time.time()
+        if now - self.last < PAUSE_S:
+            self.total += now - self.last
+        self.last = now
+        return self.total
 
 
 def _budget_spent(cfg: TrainConfig, start: int, done: int, t0: float) -> bool:

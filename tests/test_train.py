@@ -142,6 +142,18 @@ def test_zoo_runs_wait_for_their_source(tmp_path):
     assert not _ready(tmp_path, "fsrcnn_x2") and _ready(tmp_path, "fsrcnn_x3")
 
 
+def test_training_time_leaves_out_pauses(monkeypatch):
+    from edge_sr import train as train_mod
+
+    now = [1000.0]
+    monkeypatch.setattr(train_mod.time, "time", lambda: now[0])
+    clock = train_mod._Clock(50.0)
+    for gap in (0.5, 2.0, 3600.0, 1.5):  # the hour: a SIGSTOP while something was timed
+        now[0] += gap
+        clock.tick()
+    assert clock.total == pytest.approx(54.0)
+
+
 @pytest.mark.slow
 def test_zoo_runs_train_side_by_side(tmp_path):
     from edge_sr.train_zoo import ZooTrainConfig, run_state, train_zoo
