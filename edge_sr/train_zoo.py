@@ -91,7 +91,19 @@ def train_zoo(cfg: ZooTrainConfig) -> dict:
     report: dict[str, dict] = {}
     if cfg.jobs > 1:
         _train_side_by_side(cfg, runs, names, deadline, report)
-    while cfg.jobs == 1 and time.time() < deadline - 5:
+    else:
+        _train_in_turn(cfg, runs, names, deadline, report)
+    for name in names:
+        done, iters = run_state(runs, name)
+        report.setdefault(name, {"iter": done, "iters": iters})
+    return report
+
+
+def _train_in_turn(cfg: ZooTrainConfig, runs: Path, names: list[str], deadline: float,
+                   report: dict) -> None:
+    """One run at a time, the remaining budget shared equally by the runs that can
+    advance; rounds repeat while budget is left (a source that completes unblocks)."""
+    while time.time() < deadline - 5:
         pending = [n for n in names if _ready(runs, n)]
         if not pending:
             break
@@ -101,15 +113,14 @@ def train_zoo(cfg: ZooTrainConfig) -> dict:
             if left <= 0.05:
                 break
             report[name] = _advance(name, runs, min(slice_min, left), cfg)
-    for name in names:
-        done, iters = run_state(runs, name)
-        report.setdefault(name, {"iter": done, "iters": iters})
-    return report
 
 
 def _advance(name: str, runs: Path, minutes: float, cfg: ZooTrainConfig) -> dict:
     """Train one run for ``minutes``; its line of the report."""
-    export = str(Path(cfg.weights) / f"{name}.pt") if cfg.weights else ""
+    export = ""
+    if cfg.weights:
+        Path(cfg.weights).mkdir(parents=True, exist_ok=True)
+        export = str(Path(cfg.weights) / f"{name}.pt")
     result = train(TrainConfig(model=name, out=str(runs / name), minutes=minutes,
                                threads=cfg.threads, device=cfg.device, export=export))
     return {"iter": result["iter"], "iters": get_spec(name).recipe.iters,
