@@ -76,7 +76,7 @@ def load_local(artifact: str | Path, which: str = "library") -> Engine:
     gpu = which == "library" and manifest["target"].get("kind") == "cuda"
     if gpu:
         ensure_cuda_runtime()
-    if not gpu:
+    else:
         configure_pool()
     lib = tvm.runtime.load_module(str(verified_library(artifact, manifest, which)))
     dev = tvm.cuda() if gpu else tvm.cpu()

@@ -1,7 +1,7 @@
 """The zoo's trade-off: PSNR against latency for every model, at one output size.
 
 Models of different scales are compared at the same output frame (720p by default: x2
-from 360x640, x3 from 240x427, x4 from 180x320), so a point's latency is what it costs to
+from 360x640, x3 from 240x432, x4 from 180x320), so a point's latency is what it costs to
 deliver that frame. PSNR is only comparable within a scale (a x4 model restores less than
 a x2 one), so the frontier is drawn per scale. The pruned SRResNets (16 -> 12/8/4/2
 blocks) are one column of this table: the pruning study is the x4 panel.
