@@ -134,7 +134,7 @@ def open_database(work: Path, allow_missing: bool = True):
     """MetaSchedule's JSON database in folder ``work``, tensor intrinsics registered first.
 
     A tensorized schedule names its intrinsic, which must be registered first: ours
-    (``vnni.INTRIN``) costs nothing; TVM's (sdot) exist only once ``tvm.s_tir.tensor_intrin``
+    (``vnni.DOTS``) cost nothing; TVM's (sdot) exist only once ``tvm.s_tir.tensor_intrin``
     is imported, which parses hundreds of TVMScript functions (seconds), so that import
     happens only for databases that name one of them.
     """
@@ -143,10 +143,10 @@ def open_database(work: Path, allow_missing: bool = True):
     records = work / RECORDS
     text = records.read_text() if records.is_file() else ""
     if '"Tensorize"' in text:
-        from .vnni import INTRIN, register_intrinsic
+        from .vnni import DOTS, register_intrinsic
 
-        register_intrinsic()  # ours: one function, no parsing to speak of
-        if text.count('"Tensorize"') > text.count(f'"{INTRIN}"'):
+        register_intrinsic()  # ours: two functions, little parsing to speak of
+        if text.count('"Tensorize"') > sum(text.count(f'"{d.intrin}"') for d in DOTS.values()):
             import tvm.s_tir.tensor_intrin  # noqa: F401 - TVM's (sdot)
     return ms.database.JSONDatabase(str(work / WORKLOAD), str(records),
                                     allow_missing=allow_missing)

@@ -20,8 +20,9 @@ from .rewrite import conv_rewrite_pass, int8_conv_with_constant_weights
 DOT = 4  # elements per sdot lane, and output channels per weight tile
 
 
-def pack_weight(w: np.ndarray) -> np.ndarray:
-    """OHWI int8 weights -> ``[OC/4, KH, KW, IC/4, 4, 4]`` (output then input channel)."""
+def pack_weight(w: np.ndarray, data: str = "int8") -> np.ndarray:
+    """OHWI int8 weights -> ``[OC/4, KH, KW, IC/4, 4, 4]`` (output then input channel);
+    ``data``, the activations' dtype, is int8 here."""
     oc, kh, kw, ic = w.shape
     return np.ascontiguousarray(w.reshape(oc // DOT, DOT, kh, kw, ic // DOT, DOT)
                                 .transpose(0, 2, 3, 4, 1, 5))

@@ -39,11 +39,12 @@ def spatial_pad(call: relax.Expr, layout: str) -> tuple[tuple[int, ...], float] 
 
 
 def conv_rewrite_pass(name: str, eligible: Callable[[relax.Call], bool],
-                      pack: Callable[[np.ndarray], np.ndarray], compute: Callable,
+                      pack: Callable[[np.ndarray, str], np.ndarray], compute: Callable,
                       kernel: str) -> tvm.transform.Pass:
     """A module pass that replaces every conv2d call ``eligible`` accepts by
     ``compute(data, packed weights, padding, pad_value)`` (a TE function, emitted as
-    kernel ``kernel``), the weights packed by ``pack``; other calls are left as they are.
+    kernel ``kernel``), the weights packed by ``pack(weights, data dtype)``; other calls
+    are left as they are.
 
     A quantized conv's input is padded with its zero point by an explicit ``nn.pad``
     (the conv itself pads nothing): that pad is absorbed into the kernel, which packs
@@ -57,7 +58,7 @@ def conv_rewrite_pass(name: str, eligible: Callable[[relax.Call], bool],
             if call.op != tvm.ir.Op.get("relax.nn.conv2d") or not eligible(call):
                 return call
             data, weight = call.args
-            wp = relax.const(pack(weight.value.numpy()))
+            wp = relax.const(pack(weight.value.numpy(), str(data.ty.dtype)))
             pad = tuple(int(p) for p in call.attrs.padding)
             value = 0.0
             bound = self.lookup_binding(data) if isinstance(data, relax.Var) else None

@@ -27,7 +27,7 @@ so existing databases still apply (``edge-sr tune --kernel`` adds template candi
 On x86 CPUs with AVX512-VNNI the same template schedules ``vnni_conv``'s int8 kernels
 (``schedule_vnni``): the tiles and register tile as above, the input packed per tile
 into groups of four channels, and ``vpdpbusd`` on 8 pixels x 4 channels as the
-innermost step.
+innermost step (the mixed build's int16 tensors: pairs of channels and ``vpdpwssd``).
 
 Register budgets: 32 vector registers on AVX-512 (AVX-512VL gives 32 ymm registers) and
 AArch64 NEON, 16 on AVX2; vectors of 8 floats on x86 (and 16 where AVX-512 is there: the
@@ -461,12 +461,14 @@ def schedule_vnni(sch, conv: Conv, tile: tuple[int, int, int],
                   extents: tuple[int, int, int] | None = None) -> None:
     """The template for ``vnni_conv``'s kernel: the same tiles and register tile as
     ``schedule_conv``, the input packed per tile, ``vpdpbusd`` on 8 pixels x 4 channels
-    (``extents``: fixed tile sizes, as in ``schedule_conv``)."""
+    (int16 data: ``vpdpwssd`` on 2) (``extents``: fixed tile sizes, as in
+    ``schedule_conv``)."""
     lanes = vnni.LANES
     _, ye, xe = extents or (None, None, None)
     block = sch.get_sblock(conv.name)
     last = _inline_epilogue(sch, conv.epilogue)
     n, f, y, x, g, ry, rx, j = sch.get_loops(block)
+    dot = int(sch.get(j).extent)  # 4: uint8 data, 2: int16
     cr, yr, xr = tile
     _, cm, cr_ = _tile_split(sch, f, cr, sample=False)  # every channel per tile: one pack
     yo, ym, yr_ = _tile_split(sch, y, yr, extent=ye)
@@ -486,4 +488,4 @@ def schedule_vnni(sch, conv: Conv, tile: tuple[int, int, int],
     sch.unroll(yr_)
     sch.unroll(xr_)
     vnni.register_intrinsic()
-    sch.tensorize(xv, vnni.INTRIN)
+    sch.tensorize(xv, next(d.intrin for d in vnni.DOTS.values() if d.dot == dot))

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import tvm
 from tvm import relax, te
 from tvm.s_tir import meta_schedule as ms
 from tvm.tirx import PrimFunc
 
 import targets
+from edge_sr.models import MODELS, load_model
 from edge_sr.pipeline import templates, vnni
 from edge_sr.pipeline.builder import BuildConfig, lower
 from edge_sr.pipeline.passes import passes_for, run_passes
+from edge_sr.pipeline.torch_passes import subpixel_deconv
+from edge_sr.quant.lower import lower_to_relax
+from edge_sr.quant.plan import calibrate, int16_candidates, make_plan, trace, with_int16
 
 VNNI = tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake", "num-cores": 2})
 HOST = targets.tvm_target(targets.TARGETS["host"])
@@ -33,18 +38,23 @@ def _conv_ref(x: np.ndarray, w: np.ndarray, pad: int) -> np.ndarray:
     return out
 
 
+RANGES = {"uint8": (0, 256), "int16": (-32767, 32768)}
+
+
+@pytest.mark.parametrize("dtype", sorted(vnni.DOTS))
 @pytest.mark.parametrize("cin,cout,k,pad", [(12, 12, 3, 1), (56, 4, 5, 0), (8, 16, 1, 0)])
-def test_packed_conv_equals_the_int64_conv(cin, cout, k, pad):
+def test_packed_conv_equals_the_int64_conv(cin, cout, k, pad, dtype):
     rng = np.random.default_rng(cin)
-    x = rng.integers(0, 256, (1, cin, 10, 16), dtype=np.uint8)
+    x = rng.integers(*RANGES[dtype], (1, cin, 10, 16)).astype(dtype)
     w = rng.integers(-128, 128, (cout, cin, k, k), dtype=np.int8)
-    data = te.placeholder(x.shape, "uint8", name="x")
-    wp = te.placeholder(vnni.pack_weight(w).shape, "int8", name="w")
-    out = vnni.conv2d_nchw_vnni(data, wp, (pad,) * 4)
-    lib = tvm.compile(tvm.IRModule({"main": te.create_prim_func([data, wp, out])}),
+    wp = vnni.pack_weight(w, dtype)
+    data = te.placeholder(x.shape, dtype, name="x")
+    weights = te.placeholder(wp.shape, str(wp.dtype), name="w")
+    out = vnni.conv2d_nchw_vnni(data, weights, (pad,) * 4)
+    lib = tvm.compile(tvm.IRModule({"main": te.create_prim_func([data, weights, out])}),
                       target=tvm.target.Target({"kind": "llvm"}))
     got = tvm.runtime.tensor(np.zeros([int(s) for s in out.shape], np.int32))
-    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(vnni.pack_weight(w)), got)
+    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(wp), got)
     np.testing.assert_array_equal(got.numpy(), _conv_ref(x, w, pad))
 
 
@@ -74,7 +84,9 @@ def _relax_conv(cin: int, width: int, dtype: str = "uint8") -> tvm.IRModule:
     (12, 16, "uint8", True),
     (1, 16, "uint8", False),    # FSRCNN's head: no group of four channels
     (12, 12, "uint8", False),   # a row that is no whole number of 8-pixel vectors
-    (12, 16, "int16", False),   # the mixed build's 16-bit tensors
+    (12, 16, "int16", True),    # the mixed build's 16-bit tensors: pairs of channels
+    (3, 16, "int16", False),    # an odd channel count
+    (12, 16, "int8", False),    # signed 8-bit data: vpdpbusd's data operand is unsigned
 ])
 def test_pass_rewrites_exactly_the_eligible_convs(cin, width, dtype, rewritten):
     mod = vnni.vnni_conv(_relax_conv(cin, width, dtype))
@@ -92,6 +104,36 @@ def _fsrcnn_int8(size=(24, 32), passes=None) -> tvm.IRModule:
 @pytest.fixture(scope="module")
 def fsrcnn():
     return _fsrcnn_int8()
+
+
+def _mixed_fsrcnn(size=(24, 32)) -> tvm.IRModule:
+    """FSRCNN x2 with every eligible tensor in 16 bits (the mixed build's fallback taken
+    to its end), as Relax before any pass."""
+    spec = MODELS["fsrcnn_x2"]
+    gm = trace(subpixel_deconv(load_model("fsrcnn_x2")))
+    xs = [torch.rand(4, 1, *size, generator=torch.Generator().manual_seed(i))
+          for i in range(2)]
+    stats = calibrate(gm, xs)
+    plan = make_plan(gm, stats, "mse")
+    plan = with_int16(plan, stats, int16_candidates(gm, plan))
+    return lower_to_relax(gm, plan, (1, spec.channels, *size))
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    return _mixed_fsrcnn()
+
+
+def _int16_kernels(mod: tvm.IRModule) -> list[str]:
+    """The packed convs whose data (their first parameter) is 16-bit."""
+    return [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, PrimFunc)
+            and "vnni" in gv.name_hint and f.params[0].dtype == "int16"]
+
+
+def test_mixed_build_runs_its_16_bit_convs_on_vnni(mixed):
+    mod = run_passes(mixed, VNNI, passes_for(VNNI, "NCHW", "int8"))
+    # shrink and the maps read 16-bit tensors in FSRCNN x2's fallback
+    assert len(_int16_kernels(mod)) >= 2
 
 
 def test_fsrcnn_full_int8_has_four_kinds_of_vnni_kernel(fsrcnn):
@@ -126,8 +168,8 @@ def _args(func: PrimFunc, rng) -> list[np.ndarray]:
     out = []
     for p in func.params:
         shape = [int(s) for s in p.shape]
-        if p.dtype == "uint8":
-            out.append(rng.integers(0, 256, shape, dtype=np.uint8))
+        if p.dtype in RANGES:
+            out.append(rng.integers(*RANGES[p.dtype], shape).astype(p.dtype))
         elif p.dtype == "int8":
             out.append(rng.integers(-128, 128, shape, dtype=np.int8))
         elif p.dtype == "int32":
@@ -145,27 +187,38 @@ def _run(mod: tvm.IRModule, target, args) -> np.ndarray:
     return t[-1].numpy()
 
 
-def test_template_spaces_tensorize_into_vpdpbusd():
+def _vnni_kernels(mod: tvm.IRModule) -> dict[str, PrimFunc]:
+    return {gv.name_hint: f for gv, f in mod.functions.items()
+            if isinstance(f, PrimFunc) and "vnni" in gv.name_hint}
+
+
+@pytest.mark.parametrize("build", ["full", "mixed"])
+def test_template_spaces_tensorize_into_vnni_instructions(build, mixed):
     # compiles for a VNNI CPU on any machine: the library must contain the instruction
-    mod = run_passes(_fsrcnn_int8(passes=["fold_constant"]).mod, VNNI,
-                     passes_for(VNNI, "NCHW", "int8")[1:])
-    kernels = {gv.name_hint: f for gv, f in mod.functions.items()
-               if isinstance(f, PrimFunc) and "vnni" in gv.name_hint}
+    raw = _fsrcnn_int8(passes=["fold_constant"]).mod if build == "full" else mixed
+    mod = run_passes(raw, VNNI, passes_for(VNNI, "NCHW", "int8")[build == "full":])
+    kernels = _vnni_kernels(mod)
     assert kernels
     for name, func in kernels.items():
+        # LLVM may emit vpdpwssd as vpmaddwd + vpaddd where it schedules that faster
+        wanted = ("vpdpwssd", "vpmaddwd") if name in _int16_kernels(mod) else ("vpdpbusd",)
         spaces, post = _template_spaces(func, VNNI)
         assert spaces, name
         for space in spaces:
             assert all(p.apply(space) for p in post), name
         lib = tvm.compile(tvm.IRModule({"main": spaces[0].mod["main"].with_attr(
             "global_symbol", "main")}), target=VNNI)
-        assert "vpdpbusd" in lib.mod.inspect_source("asm"), name
+        asm = lib.mod.inspect_source("asm")
+        assert any(w in asm for w in wanted), name
 
 
 @needs_vnni
-def test_template_spaces_compute_the_kernel_exactly(fsrcnn):
+@pytest.mark.parametrize("build", ["full", "mixed"])
+def test_template_spaces_compute_the_kernel_exactly(build, fsrcnn, mixed):
     rng = np.random.default_rng(0)
-    for gv, func in fsrcnn.mod.functions.items():
+    mod = fsrcnn.mod if build == "full" else run_passes(mixed, HOST, passes_for(HOST, "NCHW",
+                                                                                "int8"))
+    for gv, func in mod.functions.items():
         if not (isinstance(func, PrimFunc) and "vnni" in gv.name_hint):
             continue
         args = _args(func, rng)
@@ -187,4 +240,15 @@ def test_int8_module_is_bit_identical_with_and_without_the_pass(fsrcnn):
         ex = relax.build(low.mod, HOST)
         outs.append(relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy())
     assert "vnni_conv" in fsrcnn.passes and "vnni_conv" not in plain.passes
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@needs_vnni
+def test_mixed_module_is_bit_identical_with_and_without_the_pass(mixed):
+    x = np.random.default_rng(1).random((1, 1, 24, 32), dtype=np.float32)
+    names = passes_for(HOST, "NCHW", "int8")
+    outs = []
+    for passes in (names, [n for n in names if n != "vnni_conv"]):
+        ex = relax.build(run_passes(mixed, HOST, passes), HOST)
+        outs.append(relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy())
     np.testing.assert_array_equal(outs[0], outs[1])
