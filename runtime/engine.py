@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifact import ArtifactError, check_machine, read_manifest, verified_library
-from .threads import configure_pool
+from .threads import AdaptivePool, configure_pool
 from .tiling import upscale_tiled
 
 
@@ -23,15 +23,19 @@ class Engine:
         vm: A ``tvm.runtime.vm.VirtualMachine`` (local or remote).
         device: The TVM device the VM runs on.
         manifest: The artifact's manifest.
+        pool: The local CPU pool to keep sized to the machine's load between calls
+            (``load_local`` gives one; None for remote and GPU modules).
     """
 
-    def __init__(self, vm, device, manifest: dict):
-        self.vm, self.device, self.manifest = vm, device, manifest
+    def __init__(self, vm, device, manifest: dict, pool: AdaptivePool | None = None):
+        self.vm, self.device, self.manifest, self.pool = vm, device, manifest, pool
         self.func = vm["main"]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         import tvm
 
+        if self.pool is not None:
+            self.pool.update()
         return self.func(tvm.runtime.tensor(np.ascontiguousarray(x), self.device)).numpy()
 
     @property
@@ -74,15 +78,17 @@ def load_local(artifact: str | Path, which: str = "library") -> Engine:
     if which == "library":
         check_machine(manifest)
     gpu = which == "library" and manifest["target"].get("kind") == "cuda"
+    pool = None
     if gpu:
         ensure_cuda_runtime()
     else:
         configure_pool()
+        pool = AdaptivePool()
     lib = tvm.runtime.load_module(str(verified_library(artifact, manifest, which)))
     dev = tvm.cuda() if gpu else tvm.cpu()
     if gpu and not dev.exist:
         raise ArtifactError(f"{artifact} is a CUDA module and this machine has no CUDA GPU")
-    return Engine(VirtualMachine(lib, dev), dev, manifest)
+    return Engine(VirtualMachine(lib, dev), dev, manifest, pool)
 
 
 def ensure_cuda_runtime() -> None:

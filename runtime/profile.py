@@ -34,6 +34,9 @@ def profile_module(lib_path: str, shape: list[int], repeat: int = 5,
     import tvm
     from tvm.runtime.vm import VirtualMachine
 
+    from .threads import configure_pool
+
+    configure_pool()  # the pool load_local gives: created at its largest, one per core
     dev = tvm.cpu()
     vm = VirtualMachine(tvm.runtime.load_module(lib_path), dev)
     runs: list[list[tuple[str, list, float]]] = []

@@ -35,7 +35,9 @@ def markdown(results: list[dict]) -> str:
             if "set5_drop" in r:
                 note.append(f"Set5 int8 drop {r['set5_drop']:.3f} dB")
             if "threads" in r:
-                note.append(f"{r['threads']} threads")
+                busy = r.get("loaded", {}).get("threads")
+                note.append(f"{r['threads']} threads" + (f" ({busy} loaded)" if busy and
+                                                          busy != r["threads"] else ""))
             out.append(f"| {name} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {ratio} | "
                        f"{r['gmacs_per_s']:.1f} | {100 * r['peak_fraction']:.1f} |"
                        + (_loaded_cells(r) if n else "") + f" {'; '.join(note)} |")

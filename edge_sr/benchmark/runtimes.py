@@ -53,9 +53,12 @@ def time_calls(fn: Callable[[], object], repeat: int, warmup: int = 1) -> dict:
     return stats(out)
 
 
-def measure(case: Case, timer: Callable[[], dict], session=None) -> dict:
+def measure(case: Case, timer: Callable[[], dict], session=None,
+            settle: Callable[[], object] | None = None) -> dict:
     """``timer()`` quiet, then (``case.load`` > 0) again with that many spinning
     processes on the machine that runs it (``session``: the device's RPC session).
+    ``settle()`` runs before each: a runtime that adapts to the load looks at it there
+    (an int it returns is recorded as that run's ``threads``).
 
     Returns:
         The quiet figures, with ``loaded`` (figures under load and ``slowdown``, the
@@ -63,11 +66,16 @@ def measure(case: Case, timer: Callable[[], dict], session=None) -> dict:
     """
     from .load import background_load
 
-    quiet = timer()
+    def run() -> dict:
+        threads = settle() if settle else None
+        out = timer()
+        return {**out, "threads": threads} if isinstance(threads, int) else out
+
+    quiet = run()
     if not case.load or "median_ms" not in quiet:
         return quiet
     with background_load(case.load, session=session):
-        loaded = timer()
+        loaded = run()
     if "median_ms" in loaded:
         loaded["slowdown"] = loaded["median_ms"] / quiet["median_ms"]
     return {**quiet, "loaded": {"processes": case.load, **loaded}}
@@ -134,7 +142,9 @@ def tvm_module(case: Case, dtype: str, tuned: bool, scheduled: bool = True) -> d
     import tvm
 
     from runtime.engine import load_local
+    from runtime.threads import configure_pool
 
+    from ..harness.remote import configure_threads
     from ..pipeline import BuildConfig, build
 
     h, w = case.x.shape[2:]
@@ -156,11 +166,13 @@ def tvm_module(case: Case, dtype: str, tuned: bool, scheduled: bool = True) -> d
         engine.func(x)
         repeat = case.repeat if scheduled else min(case.repeat, 3)  # unscheduled: seconds
         timer = engine.vm.time_evaluator("main", engine.device, number=1, repeat=repeat)
-        out = measure(case, lambda: stats([t * 1e3 for t in timer(x).results]), session=sess)
+        # TVM's pool sized to the load, as an Engine keeps it between calls
+        settle = (lambda: configure_threads(sess)) if sess else (
+            lambda: configure_pool(probe=True))
+        out = measure(case, lambda: stats([t * 1e3 for t in timer(x).results]), session=sess,
+                      settle=settle)
     out = {**out, "tuning": manifest["tuning"]["state"],
            "kernels_tuned": f"{manifest['tuning']['tuned']}/{manifest['tuning']['kernels']}"}
-    if not case.device:  # one per physical core (runtime.threads), not TVM's x86 halving
-        out["threads"] = tvm.runtime.num_threads()
     if dtype == "int8":
         q = manifest["quality"]
         out["set5_psnr"], out["set5_drop"] = q["psnr_int8"], q["drop"]

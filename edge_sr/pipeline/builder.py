@@ -206,10 +206,14 @@ def reference_quality(model: torch.nn.Module, spec: ModelSpec, host_lib: Path,
     from tvm.runtime.vm import VirtualMachine
 
     from runtime.engine import Engine
+    from runtime.threads import configure_pool
 
     from ..evaluate import load_pairs, output_to_image, run_torch, score_images
 
     pairs = load_pairs(dataset, spec.scale, spec.colour)
+    # TVM never grows a thread's pool past its first size: create it as load_local does,
+    # so that a module run later in this thread can follow the load
+    configure_pool()
     dev = tvm.cpu()
     engine = Engine(VirtualMachine(tvm.runtime.load_module(str(host_lib)), dev), dev, manifest)
     from ..data import to_model_input
