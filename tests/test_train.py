@@ -62,11 +62,16 @@ def test_log_has_loss_and_validation(tmp_path, tiny_data):
     assert all(float(r["val_psnr"]) > 0 for r in rows)
 
 
-def test_adversarial_fine_tuning_runs(tmp_path, tiny_data):
-    result = train(_cfg(tmp_path, tiny_data, "gan", model="srresnet_b2_x4", iters=2,
-                        val_every=2, adversarial=True))
+def test_adversarial_fine_tuning_trains_both_networks(tmp_path, tiny_data):
+    kw = dict(model="srresnet_b2_x4", iters=2, val_every=2)
+    result = train(_cfg(tmp_path, tiny_data, "gan", adversarial=True, **kw))
+    train(_cfg(tmp_path, tiny_data, "plain", **kw))
     state = torch.load(tmp_path / "gan" / "last.pt", weights_only=False)
-    assert "disc" in state and np.isfinite(result["val"]["psnr"])
+    # the discriminator took a step per iteration, and its verdict moved the generator
+    assert {int(v["step"]) for v in state["opt_d"]["state"].values()} == {2}
+    gan, plain = _weights(tmp_path / "gan.pt"), _weights(tmp_path / "plain.pt")
+    assert any(not torch.equal(gan[k], plain[k]) for k in gan)
+    assert np.isfinite(result["val"]["psnr"])
 
 
 def test_adversarial_needs_rgb(tmp_path, tiny_data):
