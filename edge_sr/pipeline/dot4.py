@@ -29,9 +29,10 @@ def pack_weight(w: np.ndarray, data: str = "int8") -> np.ndarray:
 
 
 def conv2d_nhwc_dot4(data: te.Tensor, wp: te.Tensor, padding: tuple[int, int, int, int],
-                     pad_value: float = 0.0):
+                     pad_value: float = 0.0, kernel: tuple[int, int] | None = None):
     """Stride-1 NHWC conv of int8 data with packed int8 weights, int32 out (NHWC); the
-    border padded with ``pad_value`` (a quantized input's zero point)."""
+    border padded with ``pad_value`` (a quantized input's zero point). ``kernel`` (KH,
+    KW) is in the packed weights already."""
     top, left, bottom, right = padding
     if any(padding):
         data = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, 0],

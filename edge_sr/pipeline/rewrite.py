@@ -42,9 +42,9 @@ def conv_rewrite_pass(name: str, eligible: Callable[[relax.Call], bool],
                       pack: Callable[[np.ndarray, str], np.ndarray], compute: Callable,
                       kernel: str) -> tvm.transform.Pass:
     """A module pass that replaces every conv2d call ``eligible`` accepts by
-    ``compute(data, packed weights, padding, pad_value)`` (a TE function, emitted as
-    kernel ``kernel``), the weights packed by ``pack(weights, data dtype)``; other calls
-    are left as they are.
+    ``compute(data, packed weights, padding, pad_value, (KH, KW))`` (a TE function,
+    emitted as kernel ``kernel``), the weights packed by ``pack(weights, data dtype)``;
+    other calls are left as they are.
 
     A quantized conv's input is padded with its zero point by an explicit ``nn.pad``
     (the conv itself pads nothing): that pad is absorbed into the kernel, which packs
@@ -65,7 +65,9 @@ def conv_rewrite_pass(name: str, eligible: Callable[[relax.Call], bool],
             absorbed = spatial_pad(bound, str(call.attrs.data_layout))
             if absorbed and not any(pad):
                 (pad, value), data = absorbed, bound.args[0]
-            return self.builder_.call_te(compute, data, wp, pad, value,
+            hw = (2, 3) if str(call.attrs.kernel_layout) == "OIHW" else (1, 2)
+            window = tuple(int(weight.value.shape[i]) for i in hw)
+            return self.builder_.call_te(compute, data, wp, pad, value, window,
                                          primfunc_name_hint=kernel)
 
     def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:

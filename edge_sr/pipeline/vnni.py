@@ -15,8 +15,13 @@ The default mixed build's 16-bit tensors (int16 x int8 convs) take the same path
 ``vpdpwssd``: pairs of int16 channels against weights widened to int16 at build time,
 16 multiply-adds per instruction. Left as plain kernels, those convs ran at half the
 speed of the fp32 module's (FSRCNN x2 mixed int8 on the host: 72 ms against 35 ms
-fp32), so the build that keeps the quality was the slow one. FSRCNN's head conv (one
-input channel) stays a plain kernel. The rewrite runs on x86 targets with AVX512-VNNI and
+fp32), so the build that keeps the quality was the slow one.
+
+A conv with too few input channels for whole groups (FSRCNN's head: one channel, a 5x5
+window) takes the taps form: each output pixel's window is packed tap by tap
+(``[T/4][y][x][4]`` over the ``T = C*KH*KW`` taps, zero weights past ``T``), and the
+reduction runs over taps instead of channels. The head was a third of the full int8
+FSRCNN x2 module as a plain kernel. The rewrite runs on x86 targets with AVX512-VNNI and
 AVX512-VL (the 256-bit form of the instruction) only.
 """
 
@@ -56,6 +61,7 @@ DOTS = {
 DOT = DOTS["uint8"].dot
 INTRIN = DOTS["uint8"].intrin
 PACK, CONV = "vnni_pack", "conv2d_nchw_vnni"
+MAX_TAPS = 64  # the taps form's largest window (input channels x KH x KW)
 
 
 def _intrinsic(d: Dot) -> tuple[PrimFunc, PrimFunc]:
@@ -96,15 +102,20 @@ def _intrinsic(d: Dot) -> tuple[PrimFunc, PrimFunc]:
     return desc, impl
 
 
+# Parsed at import, like module-level prim_funcs: TVMScript reads a function's source
+# from its file, which must be the one the process loaded.
+_INTRINSICS = {d.intrin: _intrinsic(d) for d in DOTS.values()}
+
+
 def register_intrinsic() -> None:
     """Register every ``DOTS`` intrinsic (once per process)."""
     from tvm.s_tir import TensorIntrin
 
-    for d in DOTS.values():
+    for name, funcs in _INTRINSICS.items():
         try:
-            TensorIntrin.get(d.intrin)
+            TensorIntrin.get(name)
         except (ValueError, RuntimeError):
-            TensorIntrin.register(d.intrin, *_intrinsic(d))
+            TensorIntrin.register(name, *funcs)
 
 
 def has_vnni(target: tvm.target.Target) -> bool:
@@ -117,27 +128,45 @@ def has_vnni(target: tvm.target.Target) -> bool:
     return all(codegen.target_has_features(f, target) for f in ("avx512vnni", "avx512vl"))
 
 
+def _taps(w_shape: tuple[int, ...], dot: int) -> bool:
+    """Whether a conv takes the taps form: input channels that do not fill whole groups
+    of ``dot`` (FSRCNN's one-channel head) are multiplied tap by tap instead."""
+    return w_shape[1] % dot != 0
+
+
 def pack_weight(w: np.ndarray, data: str = "uint8") -> np.ndarray:
     """OIHW int8 weights -> ``[O][I/dot][KH][KW][dot]`` for ``data`` activations (widened
-    to the form's weight dtype)."""
+    to the form's weight dtype); in the taps form, ``[O][T/dot][1][1][dot]`` over the
+    ``T = I*KH*KW`` taps, zero-filled to whole groups."""
     d = DOTS[data]
     o, i, kh, kw = w.shape
+    if _taps(w.shape, d.dot):
+        taps = i * kh * kw
+        flat = np.zeros((o, -(-taps // d.dot) * d.dot), w.dtype)
+        flat[:, :taps] = w.reshape(o, taps)
+        return np.ascontiguousarray(flat.reshape(o, -1, 1, 1, d.dot).astype(d.weight))
     packed = w.reshape(o, i // d.dot, d.dot, kh, kw).transpose(0, 1, 3, 4, 2)
     return np.ascontiguousarray(packed.astype(d.weight))
 
 
 def conv2d_nchw_vnni(data: te.Tensor, wp: te.Tensor, padding: tuple[int, int, int, int],
-                     pad_value: float = 0.0):
+                     pad_value: float = 0.0, kernel: tuple[int, int] | None = None):
     """Stride-1 NCHW conv of uint8 or int16 data with packed weights, int32 out (NCHW);
-    the border padded with ``pad_value`` (a quantized input's zero point)."""
+    the border padded with ``pad_value`` (a quantized input's zero point). ``kernel``
+    (KH, KW): the conv's window, which the taps form's weights no longer show."""
     top, left, bottom, right = padding
     if any(padding):
         data = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right],
                            pad_value=tvm.tirx.const(pad_value, data.dtype))
-    n, _, h, w = (int(x) for x in data.shape)
+    n, c, h, w = (int(x) for x in data.shape)
     o, groups, kh, kw, dot = (int(x) for x in wp.shape)
-    packed = te.compute((n, groups, h, w, dot),
-                        lambda b, g, y, x, j: data[b, g * dot + j, y, x], name=PACK)
+    window = tuple(kernel) if kernel else (kh, kw)
+    if window != (kh, kw):  # taps form: the window's taps are the reduction
+        packed = _tap_pack(data, groups, dot, window)
+        h, w = h - window[0] + 1, w - window[1] + 1
+    else:
+        packed = te.compute((n, groups, h, w, dot),
+                            lambda b, g, y, x, j: data[b, g * dot + j, y, x], name=PACK)
     g = te.reduce_axis((0, groups), "rc_o")
     ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
     j = te.reduce_axis((0, dot), "rc_i")
@@ -148,17 +177,36 @@ def conv2d_nchw_vnni(data: te.Tensor, wp: te.Tensor, padding: tuple[int, int, in
         name=CONV)
 
 
+def _tap_pack(data: te.Tensor, groups: int, dot: int, window: tuple[int, int]) -> te.Tensor:
+    """``[N][T/dot][Ho][Wo][dot]``: each output pixel's window, tap ``t`` at ``t``
+    (channel, row, column in the weights' order); taps past ``T`` read tap 0 (their
+    weights are zero)."""
+    n, c, h, w = (int(x) for x in data.shape)
+    kh, kw = window
+    taps = c * kh * kw
+
+    def value(b, g, y, x, j):
+        t = g * dot + j
+        t = te.if_then_else(t < taps, t, 0)
+        return data[b, t // (kh * kw), y + t % (kh * kw) // kw, x + t % kw]
+
+    return te.compute((n, groups, h - kh + 1, w - kw + 1, dot), value, name=PACK)
+
+
 def _eligible(call: relax.Call) -> bool:
     data = str(call.args[0].ty.dtype)
     if data not in DOTS or not int8_conv_with_constant_weights(call, data, ("NCHW", "OIHW")):
         return False
-    channels = int(call.args[1].value.shape[1])
+    shape = [int(s) for s in call.args[1].value.shape]
     width = call.ty.shape[3]
-    return (channels % DOTS[data].dot == 0 and isinstance(width, tvm.tirx.IntImm)
-            and int(width) % LANES == 0)
+    if not (isinstance(width, tvm.tirx.IntImm) and int(width) % LANES == 0):
+        return False
+    # the taps form packs a window per output pixel: worth it for a few input channels
+    return not _taps(shape, DOTS[data].dot) or shape[1] * shape[2] * shape[3] <= MAX_TAPS
 
 
 # Every eligible int8 NCHW conv (uint8 or int16 data, constant int8 weights, stride 1, no
-# groups, input channels divisible by the form's dot, a static width divisible by 8)
-# becomes ``conv2d_nchw_vnni``; others are left as they are. Runs after constant folding.
+# groups, a static width divisible by 8, input channels divisible by the form's dot or a
+# window of at most MAX_TAPS taps) becomes ``conv2d_nchw_vnni``; others are left as they
+# are. Runs after constant folding.
 vnni_conv = conv_rewrite_pass("VnniConv", _eligible, pack_weight, conv2d_nchw_vnni, "conv2d_vnni")

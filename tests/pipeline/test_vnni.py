@@ -42,7 +42,10 @@ RANGES = {"uint8": (0, 256), "int16": (-32767, 32768)}
 
 
 @pytest.mark.parametrize("dtype", sorted(vnni.DOTS))
-@pytest.mark.parametrize("cin,cout,k,pad", [(12, 12, 3, 1), (56, 4, 5, 0), (8, 16, 1, 0)])
+@pytest.mark.parametrize("cin,cout,k,pad", [
+    (12, 12, 3, 1), (56, 4, 5, 0), (8, 16, 1, 0),
+    (1, 56, 5, 2), (3, 8, 3, 1),  # the taps form: channels that fill no whole group
+])
 def test_packed_conv_equals_the_int64_conv(cin, cout, k, pad, dtype):
     rng = np.random.default_rng(cin)
     x = rng.integers(*RANGES[dtype], (1, cin, 10, 16)).astype(dtype)
@@ -50,7 +53,7 @@ def test_packed_conv_equals_the_int64_conv(cin, cout, k, pad, dtype):
     wp = vnni.pack_weight(w, dtype)
     data = te.placeholder(x.shape, dtype, name="x")
     weights = te.placeholder(wp.shape, str(wp.dtype), name="w")
-    out = vnni.conv2d_nchw_vnni(data, weights, (pad,) * 4)
+    out = vnni.conv2d_nchw_vnni(data, weights, (pad,) * 4, kernel=(k, k))
     lib = tvm.compile(tvm.IRModule({"main": te.create_prim_func([data, weights, out])}),
                       target=tvm.target.Target({"kind": "llvm"}))
     got = tvm.runtime.tensor(np.zeros([int(s) for s in out.shape], np.int32))
@@ -82,10 +85,12 @@ def _relax_conv(cin: int, width: int, dtype: str = "uint8") -> tvm.IRModule:
 
 @pytest.mark.parametrize("cin,width,dtype,rewritten", [
     (12, 16, "uint8", True),
-    (1, 16, "uint8", False),    # FSRCNN's head: no group of four channels
+    (1, 16, "uint8", True),     # FSRCNN's head: the taps form
+    (9, 16, "uint8", False),    # 81 taps: past MAX_TAPS, and no whole groups of four
     (12, 12, "uint8", False),   # a row that is no whole number of 8-pixel vectors
     (12, 16, "int16", True),    # the mixed build's 16-bit tensors: pairs of channels
-    (3, 16, "int16", False),    # an odd channel count
+    (3, 16, "int16", True),     # an odd channel count: the taps form
+    (9, 16, "int16", False),    # 81 taps
     (12, 16, "int8", False),    # signed 8-bit data: vpdpbusd's data operand is unsigned
 ])
 def test_pass_rewrites_exactly_the_eligible_convs(cin, width, dtype, rewritten):
@@ -140,9 +145,9 @@ def test_fsrcnn_full_int8_has_four_kinds_of_vnni_kernel(fsrcnn):
     if not HOST_VNNI:
         pytest.skip("this CPU has no AVX512-VNNI: the host build has no vnni_conv")
     kernels = [gv.name_hint for gv, f in fsrcnn.mod.functions.items() if isinstance(f, PrimFunc)]
-    # shrink, maps (one kernel, four calls), expand, sub-pixel conv; the 1-channel head stays
-    assert len([k for k in kernels if "conv2d_vnni" in k]) >= 4
-    assert any("conv2d_add" in k or k.startswith("fused_conv2d_add") for k in kernels)
+    # head (taps form), shrink, maps (one kernel, four calls), expand, sub-pixel conv
+    assert len([k for k in kernels if "conv2d_vnni" in k]) >= 5
+    assert not [k for k in kernels if k.startswith("fused_conv2d_add")]  # no plain conv
 
 
 def test_zero_point_pads_run_inside_the_vnni_kernels(fsrcnn):
