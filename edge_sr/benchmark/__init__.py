@@ -90,7 +90,7 @@ def bench(cfg: BenchSpec) -> dict:
     shape = (1, spec.channels, *(cfg.size or default_size(spec.scale)))
     x = np.random.default_rng(cfg.seed).random(shape, dtype=np.float32)
     gmac = count_macs(model, shape) / 1e9
-    peak = cpu_peak() if not tspec.is_remote else _device_peak(cfg.device)
+    peak = cpu_peak() if not tspec.is_remote else _device_peak(cfg.device, tspec)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(dir=cfg.work) as work:
         case = Case(cfg.model, spec, model, x, Path(work), cfg.repeat, tspec.name,
@@ -108,27 +108,31 @@ def bench(cfg: BenchSpec) -> dict:
                     f", {loaded['median_ms']:.1f} ms under load {cfg.load} "
                     f"({loaded['slowdown']:.2f}x)" if "slowdown" in loaded else ""))
     ref = results.get("onnxruntime_fp32", {}).get("median_ms")
-    for r in results.values():
+    for name, r in results.items():
         if "median_ms" in r:
             gmacs = gmac / (r["median_ms"] / 1e3)
             r["gmacs_per_s"] = gmacs
-            r["peak_fraction"] = 2 * gmacs / peak["peak_gflops"]
+            # an int8 runtime against the CPU's int8 peak (fp32 results: the fp32 one)
+            top = peak.get("int8_peak_gops") if "int8" in name else None
+            r["peak_fraction"] = 2 * gmacs / (top or peak["peak_gflops"])
             r["vs_onnxruntime_fp32"] = ref / r["median_ms"] if ref else None
     return {"model": cfg.model, "target": cfg.target, "scale": spec.scale,
             "input": list(shape), "gmac": gmac, "cpu": peak, "load": cfg.load,
             "peak_gflops": peak["peak_gflops"], "runtimes": results}
 
 
-def _device_peak(device: str) -> dict:
-    """The device's fp32 peak from its own description (cores, CPU); emulated devices
-    report the host's CPU, so their fraction of peak is not a Pi's."""
+def _device_peak(device: str, tspec) -> dict:
+    """The device's peaks from its own description (cores, clock) and its target's
+    features (a dot-product CPU); emulated devices report the host's CPU, so their
+    fraction of peak is not a Pi's."""
     from ..harness.remote import connect, device_info
 
     info = device_info(connect(device)) or {}
     ghz = 1.8  # Cortex-A72 in a Pi 4 (no cpufreq under emulation)
     if info.get("cpu_freq_khz"):
         ghz = info["cpu_freq_khz"] / 1e6
-    peak = cpu_peak(info.get("cores") or 4, ghz, machine="aarch64")
+    dot = "+dotprod" in (tspec.tvm.get("mattr") or [])
+    peak = cpu_peak(info.get("cores") or 4, ghz, machine="aarch64", int8_dot=dot)
     return {**peak, "machine": info.get("machine")}
 
 

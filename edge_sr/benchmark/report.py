@@ -17,8 +17,8 @@ def markdown(results: list[dict]) -> str:
         lcols = f" load {n} ms | slowdown |" if n else ""
         out += [f"### {res['model']} x{res['scale']}, {h}x{w} input, {res['gmac']:.2f} GMAC, "
                 f"{res['target']} ({res['cpu']['cores']} cores, {res['cpu']['isa']}, "
-                f"peak {res['peak_gflops']:.0f} GFLOP/s fp32)", "",
-                "| runtime | median ms | p90 ms | vs ORT fp32 | GMAC/s | % of fp32 peak |"
+                f"peak {res['peak_gflops']:.0f} GFLOP/s fp32{_int8_peak(res)})", "",
+                "| runtime | median ms | p90 ms | vs ORT fp32 | GMAC/s | % of peak |"
                 + lcols + " note |", "|---|---|---|---|---|---|---|" + ("---|---|" if n else "")]
         for name in RUNTIMES:
             r = res["runtimes"].get(name)
@@ -47,6 +47,11 @@ def markdown(results: list[dict]) -> str:
                        "and the peak is a Cortex-A72's nominal one.")
         out.append("")
     return "\n".join(out)
+
+
+def _int8_peak(res: dict) -> str:
+    top = res.get("cpu", {}).get("int8_peak_gops")
+    return f", {top:.0f} GOP/s int8 (int8 rows against it)" if top else ""
 
 
 def _loaded_cells(r: dict) -> str:

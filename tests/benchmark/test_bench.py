@@ -35,6 +35,14 @@ def test_cpu_peak_is_cores_units_lanes_clock():
     assert p["peak_gflops"] == pytest.approx(4 * p["fma_units"] * p["lanes"] * 2 * 2.0)
 
 
+@pytest.mark.parametrize("dot,factor", [(True, 4), (False, 2)])
+def test_int8_peak_counts_the_multiply_adds_per_lane(dot, factor):
+    # Cortex-A76 (sdot) and A72 (widening multiply-adds) in a Pi 5 / Pi 4
+    p = cpu_peak(4, 2.4, "aarch64", int8_dot=dot)
+    assert p["peak_gflops"] == pytest.approx(4 * 2 * 4 * 2 * 2.4, rel=1e-3)
+    assert p["int8_peak_gops"] == pytest.approx(factor * p["peak_gflops"], rel=1e-3)
+
+
 @pytest.mark.parametrize("model, size", [("fsrcnn_tiny_x2", (360, 640)),
                                          ("xlsr_x3", (360, 640)), ("srresnet_b4_x4", (180, 320))])
 def test_default_input_gives_a_720p_or_larger_output(tmp_path, model, size):
@@ -96,7 +104,8 @@ def test_device_runtimes_open_sessions_with_the_bench_timeout(tmp_path, monkeypa
         raise RuntimeError(f"no session (timeout {timeout:g})")
 
     monkeypatch.setattr(remote, "connect", fake_connect)
-    monkeypatch.setattr(benchmark, "_device_peak", lambda device: cpu_peak(4, 1.8, "aarch64"))
+    monkeypatch.setattr(benchmark, "_device_peak",
+                        lambda device, tspec: cpu_peak(4, 1.8, "aarch64"))
     res = bench(BenchSpec(model="fsrcnn_tiny_x2", target="qemu-aarch64", size=(32, 32),
                           repeat=1, device="127.0.0.1:1", work=str(tmp_path), timeout=1234,
                           runtimes=("onnxruntime_fp32", "tvm_tuned_fp32")))
