@@ -159,7 +159,7 @@ def configure_pool(others: float = 0.0, probe: bool = False) -> int:
         others = cpuload.probe(PROBE_S) or 0.0
     n = pool_size(others=others)
     env, saved = os.environ, dict(os.environ)
-    env["TVM_NUM_THREADS"] = env[OURS_VAR] = str(max(n, _largest_pool(env)))
+    env["TVM_NUM_THREADS"] = env[OURS_VAR] = str(_largest_pool(env))  # >= n
     try:
         tvm.get_global_func("runtime.config_threadpool")(_BIG_CORES, n)
     finally:

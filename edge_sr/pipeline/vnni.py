@@ -58,8 +58,6 @@ DOTS = {
     "int16": Dot("int16", "int16", 2, "llvm.x86.avx512.vpdpwssd.256",
                  "edge_sr_dot_8x2_i16i16i32_vnni"),
 }
-DOT = DOTS["uint8"].dot
-INTRIN = DOTS["uint8"].intrin
 PACK, CONV = "vnni_pack", "conv2d_nchw_vnni"
 MAX_TAPS = 64  # the taps form's largest window (input channels x KH x KW)
 
@@ -160,8 +158,8 @@ def conv2d_nchw_vnni(data: te.Tensor, wp: te.Tensor, padding: tuple[int, int, in
                            pad_value=tvm.tirx.const(pad_value, data.dtype))
     n, c, h, w = (int(x) for x in data.shape)
     o, groups, kh, kw, dot = (int(x) for x in wp.shape)
-    window = tuple(kernel) if kernel else (kh, kw)
-    if window != (kh, kw):  # taps form: the window's taps are the reduction
+    if _taps((o, c), dot):  # the window's taps are the reduction (as pack_weight chose)
+        window = tuple(kernel or (kh, kw))
         packed = _tap_pack(data, groups, dot, window)
         h, w = h - window[0] + 1, w - window[1] + 1
     else:
