@@ -80,10 +80,19 @@ def register() -> None:
 
 
 def ort_bench(model_path: str, shape: list[int], repeat: int = 10) -> dict:
-    """Median/p90/min latency (ms) of an ONNX model under ONNX Runtime on this machine."""
+    """Median/p90/min latency (ms) of an ONNX model under ONNX Runtime on this machine.
+
+    ORT runs one thread per physical core, set explicitly: its own count comes from the
+    cpuinfo library, which fails where ``/sys`` is missing (the emulated Pi's chroot) and
+    then leaves ORT on one thread, half its speed on two cores.
+    """
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    from .threads import physical_cores
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = physical_cores()
+    sess = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     name = sess.get_inputs()[0].name
     sess.run(None, {name: x})
@@ -94,7 +103,8 @@ def ort_bench(model_path: str, shape: list[int], repeat: int = 10) -> dict:
         ms.append((time.perf_counter() - t0) * 1e3)
     a = np.asarray(ms)
     return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
-            "min_ms": float(a.min()), "runs": repeat, "onnxruntime": ort.__version__}
+            "min_ms": float(a.min()), "runs": repeat, "onnxruntime": ort.__version__,
+            "threads": opts.intra_op_num_threads}
 
 
 def register_ort() -> None:
