@@ -251,8 +251,8 @@ def _goal_note(qual: dict) -> str:
 
 @command
 def cmd_bench_device(args: argparse.Namespace) -> int:
+    from .device.rpc import parse_device
     from .harness import BenchConfig, Resilience, bench_device, format_report
-    from .harness.remote import parse_device
 
     restart = None
     if args.serial:
@@ -339,11 +339,11 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
 @command
 def cmd_profile(args: argparse.Namespace) -> int:
+    from .device.rpc import DeviceError
     from .harness.profile import format_profile, profile_artifact
-    from .harness.remote import HarnessError
 
     if args.onnxruntime and (args.device or args.tracker):
-        raise HarnessError("--onnxruntime profiles on this machine only: leave out "
+        raise DeviceError("--onnxruntime profiles on this machine only: leave out "
                            "--device/--tracker")
     prof = profile_artifact(args.artifact, args.device, args.tracker, args.key, args.repeat)
     if not args.onnxruntime:
@@ -564,14 +564,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the user gave bad input": printed as one line."""
+    from runtime.artifact import ArtifactError
+    from runtime.upscale import ImageError
+    from targets import TargetError
+
+    from .data.datasets import DatasetError
+    from .errors import EdgeSRError
+    from .models import ModelError
+
+    return (EdgeSRError, DatasetError, ModelError, TargetError, ArtifactError, ImageError,
+            FileNotFoundError)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``edge-sr`` and ``python -m edge_sr``."""
-    from .errors import USER_ERRORS
-
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except USER_ERRORS as exc:
+    except _user_errors() as exc:
         print(f"edge-sr {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `edge-sr targets | head`: the reader left, not an error

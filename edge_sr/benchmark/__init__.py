@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..models import get_spec, load_model
+from ..models.analysis import count_macs
 from ..pipeline.builder import BuildError
-from .peak import count_macs, cpu_peak
+from .peak import cpu_peak
 from .runtimes import RUNNERS, RUNTIMES, Case
 
 __all__ = ["BenchSpec", "bench", "bench_models"]
@@ -125,7 +126,7 @@ def _device_peak(device: str, tspec) -> dict:
     """The device's peaks from its own description (cores, clock) and its target's
     features (a dot-product CPU); emulated devices report the host's CPU, so their
     fraction of peak is not a Pi's."""
-    from ..harness.remote import connect, device_info
+    from ..device.rpc import connect, device_info
 
     info = device_info(connect(device)) or {}
     ghz = 1.8  # Cortex-A72 in a Pi 4 (no cpufreq under emulation)

@@ -1,14 +1,10 @@
-"""The machine's fp32 and int8 peaks and a model's multiply-accumulates, for GMAC/s and
-% of peak."""
+"""The machine's fp32 and int8 peaks, for % of peak."""
 
 from __future__ import annotations
 
 import os
 import platform
 from pathlib import Path
-
-import torch
-from torch import nn
 
 
 def _cpuinfo() -> str:
@@ -62,36 +58,3 @@ def cpu_peak(cores: int | None = None, ghz: float | None = None,
     return {"cores": cores, "fma_units": units, "lanes": lanes, "isa": isa,
             "ghz": round(ghz, 3), "peak_gflops": round(fp32, 1),
             "int8_peak_gops": round(fp32 * (4 if int8_dot else 2), 1)}
-
-
-def layer_macs(model: nn.Module, shape: tuple[int, ...]) -> list[dict]:
-    """Convolution layers in execution order: ``{"layer", "out_shape", "macs"}``.
-
-    A stride-s ConvTranspose counts Cin x Cout x k^2 per *input* pixel (its useful work),
-    not the zero-inserted dense conv TVM's default lowering would run.
-    """
-    names = {m: n for n, m in model.named_modules()}
-    layers = []
-
-    def hook(mod, inputs, output):
-        k = mod.kernel_size[0] * mod.kernel_size[1]
-        if isinstance(mod, nn.ConvTranspose2d):
-            x = inputs[0]
-            macs = x.shape[1] * mod.out_channels // mod.groups * k * x.shape[2] * x.shape[3]
-        else:
-            macs = (output.shape[1] * mod.in_channels // mod.groups * k
-                    * output.shape[2] * output.shape[3])
-        layers.append({"layer": names[mod], "out_shape": list(output.shape), "macs": int(macs)})
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
-    with torch.no_grad():
-        model(torch.zeros(shape))
-    for h in handles:
-        h.remove()
-    return layers
-
-
-def count_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
-    """Useful multiply-accumulates of one forward pass (see ``layer_macs``)."""
-    return sum(layer["macs"] for layer in layer_macs(model, shape))

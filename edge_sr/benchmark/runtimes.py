@@ -120,7 +120,7 @@ def onnxruntime(case: Case, int8: bool) -> dict:
     if case.device:  # ONNX Runtime on the device, through our RPC server's edge_sr.ort_bench
         import json
 
-        from ..harness.remote import connect
+        from ..device.rpc import connect
 
         sess = connect(case.device, timeout=case.timeout)
         sess.upload(str(path), target=path.name)
@@ -144,7 +144,7 @@ def tvm_module(case: Case, dtype: str, tuned: bool, scheduled: bool = True) -> d
     from runtime.engine import load_local
     from runtime.threads import configure_pool
 
-    from ..harness.remote import configure_threads
+    from ..device.rpc import configure_threads
     from ..pipeline import BuildConfig, build
 
     h, w = case.x.shape[2:]
@@ -156,7 +156,8 @@ def tvm_module(case: Case, dtype: str, tuned: bool, scheduled: bool = True) -> d
         manifest = json.loads((art / "manifest.json").read_text())
         sess = None
         if case.device:
-            from ..harness.remote import connect, remote_engine
+            from ..device.rpc import connect
+            from ..harness.remote import remote_engine
 
             sess = connect(case.device, timeout=case.timeout)
             engine = remote_engine(sess, art, manifest)

@@ -15,14 +15,14 @@ from runtime.engine import load_local
 from runtime.profile import sample_input
 
 from ..data import to_model_input
+from ..device.rpc import DeviceError
 from ..evaluate import load_pairs, output_to_image, run_torch
 from ..metrics import match_psnr, psnr, ssim
 from ..models import load_model
 from .health import health
-from .remote import HarnessError
 from .session import DeviceFault, DeviceSession, Resilience
 
-__all__ = ["BenchConfig", "HarnessError", "Resilience", "bench_device", "format_report"]
+__all__ = ["BenchConfig", "DeviceError", "Resilience", "bench_device", "format_report"]
 
 
 @dataclass

@@ -17,8 +17,8 @@ import numpy as np
 
 from runtime.artifact import read_manifest
 
+from ..device.rpc import DeviceError
 from ..models import get_spec, load_model
-from .remote import HarnessError
 
 
 def profile_onnxruntime(artifact: str | Path, repeat: int = 5, threads: int = 0) -> dict:
@@ -35,7 +35,7 @@ def profile_onnxruntime(artifact: str | Path, repeat: int = 5, threads: int = 0)
     try:
         import onnxruntime as ort
     except ImportError:
-        raise HarnessError("--onnxruntime needs onnxruntime (pip install -e '.[bench]')") \
+        raise DeviceError("--onnxruntime needs onnxruntime (pip install -e '.[bench]')") \
             from None
     from ..baselines.onnxrt import cpu_session, export_onnx
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from runtime.artifact import check_machine, read_manifest, verified_library
 
-from ..benchmark.peak import layer_macs
+from ..device.rpc import DeviceError, connect, first_line
 from ..models import load_model
-from ..pipeline.torch_passes import TORCH_PASSES, run_torch_passes
-from .remote import HarnessError, _first_line, connect, upload_library
+from ..models.analysis import layer_macs
+from ..models.torch_passes import TORCH_PASSES, run_torch_passes
+from .remote import upload_library
 
 
 def profile_artifact(artifact: str | Path, device: str | None = None,
@@ -38,8 +39,8 @@ def profile_artifact(artifact: str | Path, device: str | None = None,
             calls = json.loads(sess.get_function("edge_sr.profile")(name, json.dumps(what),
                                                                       repeat))
         except Exception as exc:  # noqa: BLE001 - RPC errors come in many types
-            raise HarnessError(f"profiling on {tracker or device} failed: "
-                               f"{_first_line(exc)} (is it our runtime.server?)") from None
+            raise DeviceError(f"profiling on {tracker or device} failed: "
+                               f"{first_line(exc)} (is it our runtime.server?)") from None
         where = tracker or device
     else:
         check_machine(manifest)  # an aarch64 library cannot be profiled here

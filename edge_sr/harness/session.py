@@ -10,10 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .remote import HarnessError, _first_line, connect, device_info, remote_engine
+from ..device.rpc import DeviceError, connect, device_info, first_line
+from .remote import remote_engine
 
 
-class DeviceFault(HarnessError):
+class DeviceFault(DeviceError):
     """The device stopped answering (server died, connection lost, call timed out)."""
 
 
@@ -66,7 +67,7 @@ class DeviceSession:
     """RPC session + loaded engine for one artifact, reopened after faults.
 
     Args:
-        device, tracker, key, session_timeout: As for ``remote.connect``.
+        device, tracker, key, session_timeout: As for ``device.rpc.connect``.
         artifact, manifest: What to load on the device.
         policy: Timeouts and retries.
         restart: Called before each reconnection attempt to bring the server back
@@ -111,7 +112,7 @@ class DeviceSession:
         except DeviceFault:
             raise
         except Exception as exc:  # noqa: BLE001 - TVM's RPC errors have many types
-            raise DeviceFault(f"{what} failed on the device: {_first_line(exc)}") from None
+            raise DeviceFault(f"{what} failed on the device: {first_line(exc)}") from None
 
     def recover(self) -> str | None:
         """Reconnect with backoff; None on success, else why it could not."""
@@ -128,7 +129,7 @@ class DeviceSession:
                 self.log(f"reconnected (attempt {attempt + 1})")
                 return None
             except Exception as exc:  # noqa: BLE001 - every failure is a retry reason
-                reason = _first_line(exc)
+                reason = first_line(exc)
                 self.log(f"reconnect attempt {attempt + 1} failed: {reason}")
         return f"device lost after {self.policy.retries} reconnection attempts: {reason}"
 

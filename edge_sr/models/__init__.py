@@ -141,7 +141,7 @@ def load_model(name: str, weights: str | Path | None = None, deploy: bool = True
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
             state = ckpt["state_dict"] if "state_dict" in ckpt else ckpt
             if ckpt.get("form") == "deploy-subpixel":  # written by `train --qat`
-                from ..pipeline.torch_passes import subpixel_deconv
+                from .torch_passes import subpixel_deconv
 
                 model = subpixel_deconv(spec.deploy(model.eval()))
                 learned = ckpt.get("quant", {}).get("acts")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from . import ModelSpec
 
@@ -38,3 +39,36 @@ def receptive_radius(spec: ModelSpec, probe: int = 48, trials: int = 3) -> int:
     if radius >= c - 1:
         return receptive_radius(spec, probe * 2, trials)
     return radius
+
+
+def layer_macs(model: nn.Module, shape: tuple[int, ...]) -> list[dict]:
+    """Convolution layers in execution order: ``{"layer", "out_shape", "macs"}``.
+
+    A stride-s ConvTranspose counts Cin x Cout x k^2 per *input* pixel (its useful work),
+    not the zero-inserted dense conv TVM's default lowering would run.
+    """
+    names = {m: n for n, m in model.named_modules()}
+    layers = []
+
+    def hook(mod, inputs, output):
+        k = mod.kernel_size[0] * mod.kernel_size[1]
+        if isinstance(mod, nn.ConvTranspose2d):
+            x = inputs[0]
+            macs = x.shape[1] * mod.out_channels // mod.groups * k * x.shape[2] * x.shape[3]
+        else:
+            macs = (output.shape[1] * mod.in_channels // mod.groups * k
+                    * output.shape[2] * output.shape[3])
+        layers.append({"layer": names[mod], "out_shape": list(output.shape), "macs": int(macs)})
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    with torch.no_grad():
+        model(torch.zeros(shape))
+    for h in handles:
+        h.remove()
+    return layers
+
+
+def count_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
+    """Useful multiply-accumulates of one forward pass (see ``layer_macs``)."""
+    return sum(layer["macs"] for layer in layer_macs(model, shape))

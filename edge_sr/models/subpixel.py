@@ -2,7 +2,7 @@
 
 A ConvTranspose2d whose output is ``input * s`` equals a conv to ``s^2 * C`` channels
 followed by depth-to-space: each output phase uses only the kernel taps that hit real
-inputs. The compile pipeline builds that form for TVM (``pipeline.torch_passes``), and
+inputs. The compile pipeline builds that form for TVM (``models.torch_passes``), and
 FSRCNN trains through it (no zero-inserted input: 1.6x faster on a CPU).
 """
 

@@ -24,12 +24,12 @@ from runtime.artifact import FORMAT_VERSION, MANIFEST, atomic_dir, sha256_file, 
 from ..errors import EdgeSRError
 from ..models import ModelSpec, get_spec, load_model
 from ..models.analysis import receptive_radius
+from ..models.torch_passes import DEFAULT_TORCH_PASSES, run_torch_passes
 from ..quant.lower import lower_to_relax
 from .cuda import check_cuda_kernels
 from .default_schedule import default_schedule, is_scheduled
 from .passes import LAYOUTS, passes_for, run_passes, uint8_io
 from .provenance import RECORDS, WORKLOAD, foreign_note, provenance
-from .torch_passes import DEFAULT_TORCH_PASSES, run_torch_passes
 
 TUNING_DIR = Path(target_registry.__file__).resolve().parent / "tuning"
 DEFAULT_MODEL = "ecbsr_m4c16_x2"

@@ -180,7 +180,7 @@ def _builder_runner(cfg: TuneConfig, tspec: target_registry.TargetSpec):
 
     from tvm.s_tir import meta_schedule as ms
 
-    from ..harness.remote import parse_device
+    from ..device.rpc import parse_device
 
     evaluator = ms.runner.EvaluatorConfig(number=cfg.number, repeat=1, min_repeat_ms=0,
                                           enable_cpu_cache_flush=False)
@@ -257,7 +257,7 @@ def _measurer(cfg: TuneConfig, tspec: target_registry.TargetSpec) -> dict:
 
     if not tspec.is_remote:
         return measurer(None)
-    from ..harness.remote import connect, device_info
+    from ..device.rpc import connect, device_info
 
     try:
         info = device_info(connect(cfg.device, tracker=cfg.tracker,

@@ -19,7 +19,7 @@ from ..data.datasets import list_images, load_image, make_pair
 from ..evaluate import run_torch
 from ..metrics import psnr
 from ..models import ModelSpec
-from ..pipeline.torch_passes import subpixel_deconv
+from ..models.torch_passes import subpixel_deconv
 from .equalize import equalize
 from .gptq import conv_hessians, gptq_weights
 from .lower import lower_to_relax

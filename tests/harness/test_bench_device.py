@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_sr.harness import BenchConfig, HarnessError, bench_device
+from edge_sr.harness import BenchConfig, DeviceError, bench_device
 from edge_sr.pipeline import BuildConfig, build
 from runtime.artifact import ArtifactError
 from runtime.engine import load_local
@@ -31,13 +31,13 @@ def arm_artifact(tmp_path_factory) -> Path:
 
 
 def test_dead_device_is_a_one_line_error(host_artifact):
-    with pytest.raises(HarnessError, match="not answering") as err:
+    with pytest.raises(DeviceError, match="not answering") as err:
         bench_device(BenchConfig(str(host_artifact), device="127.0.0.1:9", limit=1))
     assert "\n" not in str(err.value)
 
 
 def test_bad_device_address(host_artifact):
-    with pytest.raises(HarnessError, match="HOST:PORT"):
+    with pytest.raises(DeviceError, match="HOST:PORT"):
         bench_device(BenchConfig(str(host_artifact), device="localhost", limit=1))
 
 

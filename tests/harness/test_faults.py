@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_sr.harness import BenchConfig, HarnessError, Resilience, bench_device
+from edge_sr.harness import BenchConfig, DeviceError, Resilience, bench_device
 from edge_sr.harness.health import health
 from runtime.artifact import ArtifactError
 
@@ -210,14 +210,14 @@ def test_every_call_has_a_deadline():
     with pytest.raises(DeviceFault, match="within 1 s"):
         timed(time.sleep, 30, timeout=1, what="sleep")
     assert timed(lambda: 7, timeout=1) == 7
-    with pytest.raises(HarnessError):
-        timed(lambda: (_ for _ in ()).throw(HarnessError("x")), timeout=1)
+    with pytest.raises(DeviceError):
+        timed(lambda: (_ for _ in ()).throw(DeviceError("x")), timeout=1)
 
 
 def test_a_session_gets_the_devices_thread_pool(monkeypatch):
     # connect() sets up the session's pool as load_local does on the device: with two
     # threads per core asked for, more than the cores TVM's default pool stops at.
-    from edge_sr.harness.remote import connect
+    from edge_sr.device.rpc import connect
     from runtime.threads import physical_cores
 
     monkeypatch.delenv("TVM_NUM_THREADS", raising=False)

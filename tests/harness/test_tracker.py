@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from edge_sr.harness import BenchConfig, HarnessError, bench_device
+from edge_sr.harness import BenchConfig, DeviceError, bench_device
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_bench_through_tracker(tracker_with_server, host_artifact, tmp_path):
 
 
 def test_tracker_needs_a_key(tracker_with_server, host_artifact):
-    with pytest.raises(HarnessError, match="--key"):
+    with pytest.raises(DeviceError, match="--key"):
         bench_device(BenchConfig(str(host_artifact), device=None, tracker=tracker_with_server,
                                  limit=1))
 

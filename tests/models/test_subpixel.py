@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from edge_sr.models.subpixel import convertible, subpixel_forward
-from edge_sr.pipeline.torch_passes import subpixel_conv
+from edge_sr.models.torch_passes import subpixel_conv
 
 # (cin, cout, kernel, stride, padding, output_padding): FSRCNN x2/x3/x4, tiny, RGB
 CASES = [(8, 1, 9, 2, 4, 1), (8, 1, 9, 3, 4, 2), (8, 1, 9, 4, 4, 3), (3, 1, 3, 2, 1, 1),

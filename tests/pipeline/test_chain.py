@@ -10,10 +10,10 @@ from torch import nn
 from tvm import relax
 
 from edge_sr.models import MODELS
+from edge_sr.models.torch_passes import DEFAULT_TORCH_PASSES, run_torch_passes
 from edge_sr.pipeline.builder import export_program, import_relax
 from edge_sr.pipeline.chain import KERNEL_NAME, conv_chain
 from edge_sr.pipeline.passes import DEFAULT_PASSES, passes_for, run_passes
-from edge_sr.pipeline.torch_passes import DEFAULT_TORCH_PASSES, run_torch_passes
 
 HOST = tvm.target.Target({"kind": "llvm"})
 

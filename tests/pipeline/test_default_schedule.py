@@ -13,10 +13,10 @@ from tvm.tirx import PrimFunc
 
 import targets
 from edge_sr.models import MODELS
+from edge_sr.models.torch_passes import DEFAULT_TORCH_PASSES, run_torch_passes
 from edge_sr.pipeline import default_schedule as ds
 from edge_sr.pipeline.builder import export_program, import_relax
 from edge_sr.pipeline.passes import passes_for, run_passes
-from edge_sr.pipeline.torch_passes import DEFAULT_TORCH_PASSES, run_torch_passes
 from edge_sr.pipeline.vnni import has_vnni
 
 X86 = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})

@@ -10,9 +10,9 @@ import torch
 import tvm
 
 from edge_sr.models import MODELS
+from edge_sr.models.torch_passes import DEFAULT_TORCH_PASSES, merge_heads, run_torch_passes
 from edge_sr.pipeline.builder import export_program, import_relax
 from edge_sr.pipeline.passes import passes_for, run_passes
-from edge_sr.pipeline.torch_passes import DEFAULT_TORCH_PASSES, merge_heads, run_torch_passes
 
 HOST = tvm.target.Target({"kind": "llvm"})
 

@@ -14,10 +14,10 @@ from tvm import relax
 
 import targets
 from edge_sr.models import MODELS
+from edge_sr.models.torch_passes import subpixel_deconv
 from edge_sr.pipeline import BuildConfig, build
 from edge_sr.pipeline.builder import export_program, import_relax
 from edge_sr.pipeline.passes import passes_for, run_passes
-from edge_sr.pipeline.torch_passes import subpixel_deconv
 
 HOST = tvm.target.Target({"kind": "llvm"})
 OBJDUMP = f"{targets.AARCH64_TRIPLE}-objdump"

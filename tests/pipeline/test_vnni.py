@@ -12,10 +12,10 @@ from tvm.tirx import PrimFunc
 
 import targets
 from edge_sr.models import MODELS, load_model
+from edge_sr.models.torch_passes import subpixel_deconv
 from edge_sr.pipeline import templates, vnni
 from edge_sr.pipeline.builder import BuildConfig, lower
 from edge_sr.pipeline.passes import passes_for, run_passes
-from edge_sr.pipeline.torch_passes import subpixel_deconv
 from edge_sr.quant.lower import lower_to_relax
 from edge_sr.quant.plan import calibrate, int16_candidates, make_plan, trace, with_int16
 

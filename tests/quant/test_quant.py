@@ -13,9 +13,9 @@ import tvm
 from tvm import relax
 
 from edge_sr.models import MODELS, load_model
+from edge_sr.models.torch_passes import subpixel_deconv
 from edge_sr.pipeline import BuildConfig, BuildError, build
 from edge_sr.pipeline.passes import DEFAULT_PASSES, run_passes
-from edge_sr.pipeline.torch_passes import subpixel_deconv
 from edge_sr.quant import QuantConfig, quantize
 from edge_sr.quant.lower import lower_to_relax
 from edge_sr.quant.observers import OBSERVERS, Reservoir

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..models.subpixel import convertible, subpixel_params
+from .subpixel import convertible, subpixel_params
 
 
 def subpixel_conv(deconv: nn.ConvTranspose2d) -> nn.Sequential | None:
