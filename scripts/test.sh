@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Install what the tests need, start the emulated Pi, run the whole test suite.
+#   scripts/test.sh [PYTEST ARGS]   everything (what CI runs)
+#   scripts/test.sh --quick         the fast tier: no slow tests, no emulated Pi (its tests skip)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+quick=0
+if [ "${1:-}" = "--quick" ]; then quick=1; shift; fi
 bash scripts/host-deps
 python3 -m pip install -q -c constraints.txt -e ".[dev,bench]"
+if [ "$quick" = 1 ]; then
+  ruff check .
+  exec python3 -m pytest -q -rs -m "not slow and not device and not serial and not gpu" "$@"
+fi
 bash scripts/emulated-pi setup
 # status_field CMD KEY: one field of `scripts/emulated-pi CMD`'s JSON, as Python prints it.
 status_field() {

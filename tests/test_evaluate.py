@@ -37,6 +37,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           text=True)
 
 
+@pytest.mark.slow
 def test_eval_json_layout():
     proc = _cli("eval", "--model", "fsrcnn_tiny_x2", "--dataset", "set5", "--limit", "2",
                 "--json")
@@ -46,6 +47,7 @@ def test_eval_json_layout():
     assert set(out["mean"]) == {"psnr", "ssim"} and len(out["images"]) == 2
 
 
+@pytest.mark.slow
 def test_eval_table_on_any_folder(tmp_path):
     import numpy as np
     from PIL import Image

@@ -197,6 +197,7 @@ def test_bf16_training_keeps_the_output_layer_in_float32():
     assert not torch.allclose(twin(x), model(x))
 
 
+@pytest.mark.slow
 def test_compiled_training_follows_the_eager_one(tmp_path, tiny_data):
     eager = train(_cfg(tmp_path, tiny_data, "eager", bf16=False))
     compiled = train(_cfg(tmp_path, tiny_data, "compiled", bf16=False, compile=True))
@@ -205,6 +206,7 @@ def test_compiled_training_follows_the_eager_one(tmp_path, tiny_data):
     assert compiled["best_psnr"] == pytest.approx(eager["best_psnr"], abs=0.05)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_background_run_with_a_checkpoint(tmp_path, tiny_data):
     import signal
     import subprocess

@@ -32,6 +32,7 @@ def test_int8_peak_counts_the_multiply_adds_per_lane(dot, factor):
     assert p["int8_peak_gops"] == pytest.approx(factor * p["peak_gflops"], rel=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, size", [("fsrcnn_tiny_x2", (360, 640)),
                                          ("xlsr_x3", (360, 640)), ("srresnet_b4_x4", (180, 320))])
 def test_default_input_gives_a_720p_or_larger_output(tmp_path, model, size):
@@ -45,6 +46,7 @@ def test_default_input_gives_a_720p_or_larger_output(tmp_path, model, size):
     torch.set_num_threads(torch.get_num_threads())
 
 
+@pytest.mark.slow
 def test_bench_json_has_every_runtime(tmp_path):
     res = bench(BenchSpec(model="fsrcnn_tiny_x2", size=(32, 32), repeat=2, work=str(tmp_path)))
     assert set(res) >= {"model", "target", "input", "runtimes", "peak_gflops", "gmac"}
@@ -57,6 +59,7 @@ def test_bench_json_has_every_runtime(tmp_path):
     torch.set_num_threads(torch.get_num_threads())
 
 
+@pytest.mark.slow
 def test_cli_writes_json_markdown_and_plots(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "edge_sr", "bench", "--model", "fsrcnn_tiny_x2",
                            "--size", "32x32", "--repeat", "2", "--out", str(tmp_path), "--json",
@@ -81,6 +84,7 @@ def test_bench_on_the_emulated_pi(tmp_path):
     assert res["cpu"]["machine"] == "aarch64"
 
 
+@pytest.mark.slow
 def test_device_runtimes_open_sessions_with_the_bench_timeout(tmp_path, monkeypatch):
     # SRResNet-16 under emulation: one ORT session (warm-up + timed calls) outlasts 300 s.
     import edge_sr.benchmark as benchmark

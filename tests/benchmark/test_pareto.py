@@ -46,6 +46,7 @@ def test_frontier_is_per_scale_and_drops_dominated_models():
     assert "error: failed" in table
 
 
+@pytest.mark.slow
 def test_pareto_cli_times_and_scores_each_model(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "edge_sr", "pareto", "--model", "fsrcnn_tiny_x2",

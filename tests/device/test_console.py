@@ -98,6 +98,7 @@ def test_a_hanging_command_times_out_and_the_console_recovers(board):
         assert con.run("echo back").output.splitlines()[-1] == "back"
 
 
+@pytest.mark.slow
 def test_reconnect_after_the_board_reboots(board):
     with _console(board) as con:
         assert con.run("echo before").output == "before"

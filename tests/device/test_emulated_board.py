@@ -48,6 +48,7 @@ def _listening(port: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_device_info_cli(console):
     st = _status()
     proc = subprocess.run(
@@ -60,6 +61,7 @@ def test_device_info_cli(console):
     assert info["cores"] >= 1 and info["mem_total_mb"] > 0 and info["kernel"]
 
 
+@pytest.mark.slow
 def test_start_rpc_survive_a_killed_server_stop_rpc(console, tmp_path):
     art = build(BuildConfig(model="fsrcnn_tiny_x2", target="arm", size=(64, 64),
                             out=str(tmp_path / "art"), reference_dataset=""))

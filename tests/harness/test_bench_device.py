@@ -63,6 +63,7 @@ def test_host_artifact_is_refused_by_the_arm_device(host_artifact):
         bench_device(BenchConfig(str(host_artifact), limit=1))
 
 
+@pytest.mark.slow
 @pytest.mark.device
 def test_cli_json(arm_artifact, tmp_path):
     proc = subprocess.run(["edge-sr", "bench-device", "--artifact", str(arm_artifact),
@@ -73,6 +74,7 @@ def test_cli_json(arm_artifact, tmp_path):
     assert {"artifact", "device", "images", "summary"} <= set(report)
 
 
+@pytest.mark.slow
 @pytest.mark.device
 def test_upscale_on_the_device_matches_host(arm_artifact, tmp_path):
     src = tmp_path / "in.png"

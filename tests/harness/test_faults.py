@@ -81,6 +81,7 @@ def _bench(artifact, srv, tmp_path, **kw) -> dict:
                                     **kw))
 
 
+@pytest.mark.slow
 def test_server_dies_mid_benchmark_and_is_restarted(host_artifact, server, tmp_path):
     def on_image(i):
         if i == 1:
@@ -93,6 +94,7 @@ def test_server_dies_mid_benchmark_and_is_restarted(host_artifact, server, tmp_p
     assert [im["name"] for im in report["images"]] == [f"img_00{i}" for i in range(1, 6)]
 
 
+@pytest.mark.slow
 def test_server_dies_and_stays_dead_keeps_what_was_measured(host_artifact, server, tmp_path):
     report = _bench(host_artifact, server, tmp_path,
                     on_image=lambda i: server.kill() if i == 2 else None)
@@ -105,6 +107,7 @@ def test_server_dies_and_stays_dead_keeps_what_was_measured(host_artifact, serve
     assert "not measured" in (tmp_path / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_hung_device_times_out_with_a_clear_message(host_artifact, server, tmp_path):
     policy = Resilience(call_timeout=5, connect_timeout=5, retries=1, backoff=0.1)
     start = time.monotonic()
@@ -142,6 +145,7 @@ def test_manifest_hash_mismatch_is_refused(host_artifact, tmp_path):
         bench_device(BenchConfig(str(art), device="127.0.0.1:9", limit=1))
 
 
+@pytest.mark.slow
 def test_artifact_for_another_target_is_refused_before_upload(host_artifact, server, tmp_path):
     art = _copy(host_artifact, tmp_path)
     manifest = json.loads((art / "manifest.json").read_text())
@@ -151,6 +155,7 @@ def test_artifact_for_another_target_is_refused_before_upload(host_artifact, ser
         bench_device(BenchConfig(str(art), device=server.addr, limit=1))
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_tracker_key_queue(host_artifact, tmp_path):
     from tvm.rpc.tracker import Tracker
 
@@ -197,6 +202,7 @@ def test_health_flags_throttling_and_heat():
     assert health(None, None)["throttled"] is False  # no sensors: no claim either way
 
 
+@pytest.mark.slow
 def test_report_records_health_before_and_after(host_artifact, server, tmp_path):
     report = _bench(host_artifact, server, tmp_path)
     assert set(report["health"]) == {"before", "after", "throttled", "warnings"}
@@ -214,6 +220,7 @@ def test_every_call_has_a_deadline():
         timed(lambda: (_ for _ in ()).throw(DeviceError("x")), timeout=1)
 
 
+@pytest.mark.slow
 def test_a_session_gets_the_devices_thread_pool(monkeypatch):
     # connect() sets up the session's pool as load_local does on the device: with two
     # threads per core asked for, more than the cores TVM's default pool stops at.

@@ -30,6 +30,7 @@ def tracker_with_server():
     tracker.terminate()
 
 
+@pytest.mark.slow
 def test_bench_through_tracker(tracker_with_server, host_artifact, tmp_path):
     report = bench_device(BenchConfig(str(host_artifact), device=None,
                                       tracker=tracker_with_server, key="edge-sr-test",
@@ -39,6 +40,7 @@ def test_bench_through_tracker(tracker_with_server, host_artifact, tmp_path):
     assert math.isinf(report["summary"]["psnr_vs_host_tvm"])
 
 
+@pytest.mark.slow
 def test_tracker_needs_a_key(tracker_with_server, host_artifact):
     with pytest.raises(DeviceError, match="--key"):
         bench_device(BenchConfig(str(host_artifact), device=None, tracker=tracker_with_server,

@@ -142,6 +142,7 @@ def test_cuda_target_compiles_and_exports(tmp_path, random_weights):
     assert (art / "model.so").read_bytes().count(b"conv2d") >= 3
 
 
+@pytest.mark.slow
 @NO_CUDA_TOOLKIT
 def test_cuda_int8_build_compiles_its_integer_kernels(tmp_path, random_weights):
     # dlight's cross-thread reduction rule fails to lower TVM's fused int8 conv
@@ -190,6 +191,7 @@ def test_no_cuda_toolkit_is_a_one_line_error(monkeypatch):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_cli_entry_point_default_and_errors(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "compile" / "build.py"), "--target",
                            "nope"], capture_output=True, text=True)

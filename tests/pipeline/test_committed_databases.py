@@ -13,6 +13,8 @@ import pytest
 from edge_sr.pipeline.builder import TUNING_DIR, BuildConfig, apply_tuning, lower
 from targets import TargetError, check_toolchain, get_target
 
+pytestmark = pytest.mark.slow  # each lowers a whole model build (up to a minute)
+
 FLOAT_DBS = sorted(p.name for p in TUNING_DIR.iterdir()
                    if p.is_dir() and p.name.endswith("-float32"))
 

@@ -149,6 +149,7 @@ def _tuned_sdot(prim: tvm.tirx.PrimFunc, tmp_path) -> int:
     return 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which(OBJDUMP) is None,
                     reason=f"{OBJDUMP} (binutils-aarch64-linux-gnu) not installed")
 def test_metaschedule_tensorizes_the_packed_conv_into_sdot_and_not_the_ohwi_one(tmp_path):

@@ -31,6 +31,7 @@ def test_uint8_io_pass_changes_only_the_signature():
         uint8_io(mod)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
 def test_uint8_module_returns_the_float_modules_output_rounded(tmp_path, dtype):
     art = _build(tmp_path, dtype, "uint8")
@@ -52,6 +53,7 @@ def test_uint8_module_returns_the_float_modules_output_rounded(tmp_path, dtype):
     assert any(r["macs"] for r in profile_artifact(art, repeat=1)["rows"])
 
 
+@pytest.mark.slow
 def test_int8_uint8_build_keeps_its_quality_and_name(tmp_path):
     art = _build(tmp_path, "int8", "uint8", "fsrcnn_s_x2")
     m = read_manifest(art)

@@ -36,6 +36,7 @@ def _run(mod, layout: str, x: np.ndarray) -> np.ndarray:
     return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["fsrcnn_tiny_x2", "ecbsr_m4c8_x2", "xlsr_x3", "ghostsr_x2"])
 def test_nhwc_pass_is_exact_to_float_tolerance(name):
     _, mod = _float_module(name)
@@ -66,6 +67,7 @@ def _dot_instructions(lib) -> int:
     return sum(1 for ln in text.splitlines() if "\tsdot\t" in ln or "\tudot\t" in ln)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which(OBJDUMP) is None,
                     reason=f"{OBJDUMP} (binutils-aarch64-linux-gnu) not installed")
 def test_rpi5_int8_uses_sdot_and_only_because_of_the_layout(tmp_path):

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from edge_sr.pipeline import BuildConfig, build
 from edge_sr.pipeline.provenance import (
     RECORDS,
@@ -58,6 +60,7 @@ def test_emulation_is_told_from_the_cpu_an_aarch64_process_sees():
     assert here["measured"] == "local" and not here["emulated"]
 
 
+@pytest.mark.slow
 def test_tune_records_its_measurer_and_build_warns_on_another_cpu(tmp_path):
     db = tmp_path / "db"
     cfg = BuildConfig(model="fsrcnn_tiny_x2", target="host", size=(32, 32),

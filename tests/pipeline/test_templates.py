@@ -110,6 +110,7 @@ def _run(func_or_mod, target, args):
     return out[-1].numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,target", [("fsrcnn_x2", HOST), ("fsrcnn_s_x2", HOST),
                                          ("ecbsr_m4c16_x2", HOST), ("srresnet_b4_x4", HOST),
                                          ("fsrcnn_x2", AVX2)],
@@ -137,6 +138,7 @@ def test_every_template_space_computes_the_kernel(name, target):
     assert checked
 
 
+@pytest.mark.slow
 def test_chain_producer_is_computed_inside_the_pointwise_tiles():
     # conv_chain's point: in the template's spaces the producer conv (a reduction, which
     # MetaSchedule's own rules never move) runs inside the 1x1 conv's parallel tiles
@@ -151,6 +153,7 @@ def test_chain_producer_is_computed_inside_the_pointwise_tiles():
             assert s.get(s.get_loops(s.get_sblock(block))[0]).same_as(s.get(tile)), block
 
 
+@pytest.mark.slow
 def test_arm_spaces_use_neon_vectors():
     kernels = _kernels("fsrcnn_x2", ARM, size=(16, 32))
     maps = next(f for k, f in kernels.items() if k.startswith("fused_conv2d_add"))
@@ -171,6 +174,7 @@ class _Odd(nn.Module):
         return self.conv(x)
 
 
+@pytest.mark.slow
 def test_strided_convs_are_left_to_the_default_rules():
     program = torch.export.export(_Odd().eval(), (torch.rand(1, 4, 16, 16),))
     mod = run_passes(import_relax(program), HOST, passes_for(HOST))

@@ -37,6 +37,7 @@ def test_tune_then_build_applies_every_schedule_and_computes_the_same(tmp_path):
     assert again["records"] > res["records"]
 
 
+@pytest.mark.slow
 def test_tuning_starts_from_the_default_schedules(tmp_path):
     # with no trials at all, every kernel's default schedule is measured and committed:
     # the search starts from it, and the database is never worse than no database
@@ -122,6 +123,7 @@ def test_device_tuning_needs_the_board(tmp_path):
                         tracker="127.0.0.1:9190"))
 
 
+@pytest.mark.slow
 @pytest.mark.device
 def test_tune_one_board_without_a_tracker(tmp_path):
     # the emulated Pi's server, reached directly: default schedules measured, then a

@@ -141,6 +141,7 @@ def test_mixed_build_runs_its_16_bit_convs_on_vnni(mixed):
     assert len(_int16_kernels(mod)) >= 2
 
 
+@pytest.mark.slow
 def test_fsrcnn_full_int8_has_four_kinds_of_vnni_kernel(fsrcnn):
     if not HOST_VNNI:
         pytest.skip("this CPU has no AVX512-VNNI: the host build has no vnni_conv")
@@ -150,6 +151,7 @@ def test_fsrcnn_full_int8_has_four_kinds_of_vnni_kernel(fsrcnn):
     assert not [k for k in kernels if k.startswith("fused_conv2d_add")]  # no plain conv
 
 
+@pytest.mark.slow
 def test_zero_point_pads_run_inside_the_vnni_kernels(fsrcnn):
     # The quantizer pads each conv's input with its zero point; the packed kernels take
     # that pad in (bit-identity with the plain module is checked below).
@@ -197,6 +199,7 @@ def _vnni_kernels(mod: tvm.IRModule) -> dict[str, PrimFunc]:
             if isinstance(f, PrimFunc) and "vnni" in gv.name_hint}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", ["full", "mixed"])
 def test_template_spaces_tensorize_into_vnni_instructions(build, mixed):
     # compiles for a VNNI CPU on any machine: the library must contain the instruction
@@ -217,6 +220,7 @@ def test_template_spaces_tensorize_into_vnni_instructions(build, mixed):
         assert any(w in asm for w in wanted), name
 
 
+@pytest.mark.slow
 @needs_vnni
 @pytest.mark.parametrize("build", ["full", "mixed"])
 def test_template_spaces_compute_the_kernel_exactly(build, fsrcnn, mixed):
@@ -236,6 +240,7 @@ def test_template_spaces_compute_the_kernel_exactly(build, fsrcnn, mixed):
                                           err_msg=gv.name_hint)
 
 
+@pytest.mark.slow
 @needs_vnni
 def test_int8_module_is_bit_identical_with_and_without_the_pass(fsrcnn):
     plain = _fsrcnn_int8(passes=[n for n in fsrcnn.passes if n != "vnni_conv"])

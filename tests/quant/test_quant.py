@@ -91,6 +91,7 @@ def _agrees(out: np.ndarray, sim: np.ndarray) -> bool:
     return np.abs(out - sim).max() < 0.02 and (mse == 0 or 10 * math.log10(1 / mse) > 45)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("float_layers", [0, 2])
 @pytest.mark.parametrize("name", FAMILIES)
 def test_compiled_module_computes_the_simulation(name, float_layers):
@@ -214,6 +215,7 @@ def test_qat_checkpoint_is_a_deploy_form_that_loads(tmp_path):
     ("xlsr_x3", "arm"), ("xlsr_x3", "rpi5"),  # rpi5: NHWC, signed storage, sdot
     ("fsrcnn_x2", "rpi5"),  # 16-bit tensors (its 0.05 dB goal) beside signed 8-bit ones,
 ])                          # and uint8 image I/O
+@pytest.mark.slow
 def test_int8_on_the_device_equals_host_int8(tmp_path, model, target):
     from edge_sr.harness import BenchConfig, bench_device
 
@@ -253,6 +255,7 @@ def test_equalization_is_exact_in_float_and_evens_out_channels(name):
     assert ratio(spread_after) < ratio(spread_before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 def test_signed_storage_is_bit_identical_and_int8_by_int8(name):
     gm, plan, x = _planned(name, float_layers=1)
@@ -303,6 +306,7 @@ def _planned16(name: str):
     return gm, with_int16(plan, stats, names), names, xs[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 def test_int16_tensors_feed_int16_by_int8_convs_that_compute_the_simulation(name):
     gm, plan, names, x = _planned16(name)
@@ -346,6 +350,7 @@ def test_fsrcnn_x2_meets_its_goal_with_16_bit_activations_and_no_float_layer():
     assert len(int16) >= len(rep["int16_activations"])
 
 
+@pytest.mark.slow
 def test_nhwc_int8_epilogues_fuse_into_their_convs():
     # rpi5 int8 runs NHWC: a PReLU lowered through `where` (no layout rule) kept its
     # epilogue NCHW, in kernels of its own between transposes; max/min/multiply/add move

@@ -97,6 +97,7 @@ def test_pool_uses_every_physical_core():
     assert _tvm_threads({})[1] == THREADS_PER_CORE * physical_cores()
 
 
+@pytest.mark.slow
 def test_two_threads_per_core_on_request_quietly():
     cores = physical_cores()
     before, after, err = _tvm_threads({"EDGE_SR_THREADS_PER_CORE": "2"})
@@ -105,6 +106,7 @@ def test_two_threads_per_core_on_request_quietly():
     assert "Warning" not in err             # no pinning warning with more threads than cores
 
 
+@pytest.mark.slow
 def test_pool_follows_the_user():
     assert _tvm_threads({"TVM_NUM_THREADS": "1"})[1] == 1
 
@@ -118,6 +120,7 @@ def test_a_count_prepare_wrote_is_not_the_users():
     assert not adaptive(env) and pool_size(env, others=1.0) == 3
 
 
+@pytest.mark.slow
 def test_the_pool_grows_under_load_and_a_fixed_pool_does_not():
     spinners = load.start(1, 60)
     try:
