@@ -34,6 +34,10 @@ def markdown(results: list[dict]) -> str:
                 note.append(f"{r['tuning']} ({r['kernels_tuned']} kernels)")
             if "set5_drop" in r:
                 note.append(f"Set5 int8 drop {r['set5_drop']:.3f} dB")
+            if "max_abs_diff" in r:
+                note.append(f"max diff {r['max_abs_diff']:.1e} vs PyTorch")
+            if r.get("default_precision", "f32") != "f32":
+                note.append(f"f32 asked for (its default here: {r['default_precision']})")
             if "threads" in r:
                 busy = r.get("loaded", {}).get("threads")
                 note.append(f"{r['threads']} threads" + (f" ({busy} loaded)" if busy and

@@ -14,8 +14,8 @@ import torch
 
 from ..models import ModelSpec
 
-RUNTIMES = ("torch_eager", "onnxruntime_fp32", "onnxruntime_int8", "tvm_untuned_fp32",
-            "tvm_default_fp32", "tvm_tuned_fp32", "tvm_tuned_int8")
+RUNTIMES = ("torch_eager", "onnxruntime_fp32", "onnxruntime_int8", "openvino_fp32",
+            "tvm_untuned_fp32", "tvm_default_fp32", "tvm_tuned_fp32", "tvm_tuned_int8")
 
 
 @dataclass
@@ -32,6 +32,14 @@ class Case:
     device: str | None = None  # RPC HOST:PORT when the target is another machine
     timeout: float = 300.0  # RPC session seconds per device runtime
     load: int = 0  # spinning processes for the loaded run (0: quiet run only)
+    _reference: np.ndarray | None = None
+
+    def max_abs_diff(self, out: np.ndarray) -> float:
+        """Largest difference of a runtime's output from PyTorch's on this input."""
+        if self._reference is None:
+            with torch.no_grad():
+                self._reference = self.model(torch.from_numpy(self.x)).numpy()
+        return float(np.abs(np.asarray(out, np.float32) - self._reference).max())
 
 
 def stats(ms: list[float]) -> dict:
@@ -128,7 +136,24 @@ def onnxruntime(case: Case, int8: bool) -> dict:
         return measure(case, lambda: json.loads(remote(
             path.name, json.dumps(list(case.x.shape)), case.repeat)), session=sess)
     run = session(path)
-    return measure(case, lambda: time_calls(lambda: run(case.x), case.repeat))
+    return {**measure(case, lambda: time_calls(lambda: run(case.x), case.repeat)),
+            "max_abs_diff": case.max_abs_diff(run(case.x))}
+
+
+def openvino(case: Case) -> dict:
+    """OpenVINO's CPU plugin on the exported ONNX model, in float32 (see baselines)."""
+    if case.device:
+        return {"error": "not on the device: the emulated Pi has no OpenVINO"}
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return {"error": "openvino is not installed (pip install -e '.[openvino]')"}
+    from ..baselines.openvino import default_precision, session
+
+    run = session(_ort_model(case, int8=False), precision="f32")
+    return {**measure(case, lambda: time_calls(lambda: run(case.x), case.repeat)),
+            "max_abs_diff": case.max_abs_diff(run(case.x)),
+            "default_precision": default_precision()}
 
 
 def tvm_module(case: Case, dtype: str, tuned: bool, scheduled: bool = True) -> dict:
@@ -164,7 +189,7 @@ def tvm_module(case: Case, dtype: str, tuned: bool, scheduled: bool = True) -> d
         else:
             engine = load_local(art)
         x = tvm.runtime.tensor(case.x, engine.device)
-        engine.func(x)
+        diff = case.max_abs_diff(engine.func(x).numpy())
         repeat = case.repeat if scheduled else min(case.repeat, 3)  # unscheduled: seconds
         timer = engine.vm.time_evaluator("main", engine.device, number=1, repeat=repeat)
         # TVM's pool sized to the load, as an Engine keeps it between calls
@@ -172,7 +197,7 @@ def tvm_module(case: Case, dtype: str, tuned: bool, scheduled: bool = True) -> d
             lambda: configure_pool(probe=True))
         out = measure(case, lambda: stats([t * 1e3 for t in timer(x).results]), session=sess,
                       settle=settle)
-    out = {**out, "tuning": manifest["tuning"]["state"],
+    out = {**out, "max_abs_diff": diff, "tuning": manifest["tuning"]["state"],
            "kernels_tuned": f"{manifest['tuning']['tuned']}/{manifest['tuning']['kernels']}"}
     if dtype == "int8":
         q = manifest["quality"]
@@ -185,6 +210,7 @@ RUNNERS: dict[str, Callable[[Case], dict]] = {
     "torch_eager": torch_eager,
     "onnxruntime_fp32": lambda c: onnxruntime(c, int8=False),
     "onnxruntime_int8": lambda c: onnxruntime(c, int8=True),
+    "openvino_fp32": openvino,
     "tvm_untuned_fp32": lambda c: tvm_module(c, "float32", tuned=False, scheduled=False),
     "tvm_default_fp32": lambda c: tvm_module(c, "float32", tuned=False),
     "tvm_tuned_fp32": lambda c: tvm_module(c, "float32", tuned=True),
