@@ -8,6 +8,7 @@ The artifact folder is written atomically: a failed build leaves no folder that 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from ..quant.lower import lower_to_relax
 from .cuda import check_cuda_kernels
 from .default_schedule import default_schedule, is_scheduled
 from .passes import LAYOUTS, passes_for, run_passes, uint8_io
-from .provenance import RECORDS, WORKLOAD, foreign_note, provenance
+from .provenance import RECORDS, WORKLOAD, cpu_records, foreign_note, provenance, record_cpus
 
 TUNING_DIR = Path(target_registry.__file__).resolve().parent / "tuning"
 DEFAULT_MODEL = "ecbsr_m4c16_x2"
@@ -153,8 +154,12 @@ def open_database(work: Path, allow_missing: bool = True):
 
 
 def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
-                 db_path: Path | None) -> tuple[tvm.IRModule, dict]:
+                 db_path: Path | None, cpu: str | None = None) -> tuple[tvm.IRModule, dict]:
     """Replace kernels by their tuned schedules from a MetaSchedule JSON database.
+
+    Args:
+        cpu: Apply only the records tuned for this ``mcpu`` (None: every record).
+            MetaSchedule itself takes a workload's fastest record whatever CPU measured it.
 
     Returns:
         The module and a tuning record: ``state`` (untuned/partial/tuned), kernel counts.
@@ -166,17 +171,23 @@ def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
     files = [work / WORKLOAD, work / RECORDS]
     if not all(f.is_file() for f in files):
         raise BuildError(f"tuning database {work} lacks {files[0].name}/{files[1].name}")
-    try:
-        db = open_database(work, allow_missing=False)
-        # opt_level 3: below it the pass is skipped without a word.
-        with target, db, tvm.transform.PassContext(opt_level=3):
-            mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-    except Exception as exc:  # noqa: BLE001 - TVM raises plain errors for bad JSON
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-        raise BuildError(f"tuning database {work} is unreadable: {first}") from None
+    with tempfile.TemporaryDirectory(prefix="edge-sr-db-") as tmp:
+        source = work
+        if cpu is not None:
+            cpu_records(work, cpu, Path(tmp))
+            source = Path(tmp)
+        try:
+            db = open_database(source, allow_missing=False)
+            # opt_level 3: below it the pass is skipped without a word.
+            with target, db, tvm.transform.PassContext(opt_level=3):
+                mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+        except Exception as exc:  # noqa: BLE001 - TVM raises plain errors for bad JSON
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            raise BuildError(f"tuning database {work} is unreadable: {first}") from None
     tuned = sum(1 for f in mod.functions.values() if is_scheduled(f))
     state = "tuned" if tuned == len(kernels) else ("partial" if tuned else "untuned")
-    return mod, {"state": state, "database": str(work), "kernels": len(kernels), "tuned": tuned}
+    return mod, {"state": state, "database": str(work), "kernels": len(kernels), "tuned": tuned,
+                 "records_for": cpu}
 
 
 def tune_command(cfg: BuildConfig, tspec: target_registry.TargetSpec) -> str:
@@ -372,10 +383,14 @@ def build(cfg: BuildConfig) -> Path:
     raw, quant, names, mod = low.raw, low.quant, low.passes, low.mod
     db = tuning_dir(cfg, tspec.name)
     use_db = cfg.use_tuning and (cfg.tuning_db or db.is_dir())
-    mod, tuning = apply_tuning(mod, target, db if use_db else None)
+    mcpu = str(target.attrs.get("mcpu", "") or "generic")
+    # This CPU's records only, unless the user named a database that has none for it.
+    own_only = bool(use_db) and tspec.kind == "llvm" and (
+        not cfg.tuning_db or record_cpus(db).get(mcpu, 0) > 0)
+    mod, tuning = apply_tuning(mod, target, db if use_db else None, mcpu if own_only else None)
     if use_db:
-        mcpu = str(target.attrs.get("mcpu", "") or "generic")
-        tuning.update(provenance(db), warning=foreign_note(db, mcpu, tune_command(cfg, tspec)))
+        tuning.update(provenance(db), warning=foreign_note(
+            db, mcpu, tune_command(cfg, tspec), own_only=own_only))
     if cfg.default_schedule and tspec.kind == "llvm":
         mod, tuning["default_scheduled"] = default_schedule(mod, target)
     ex = compile_module(mod, target)

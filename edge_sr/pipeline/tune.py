@@ -36,7 +36,7 @@ from .builder import (
     open_database,
     tuning_dir,
 )
-from .provenance import RECORDS, measurer, record_targets, write_tuned_on
+from .provenance import RECORDS, cpu_best, measurer, record_targets, write_tuned_on
 
 
 @dataclass
@@ -275,7 +275,7 @@ def seed_defaults(tasks: list, target: tvm.target.Target, builder, runner, datab
     The search then starts from it (the evolutionary search seeds its population from
     the database's best records) and the database's best is never slower than what a
     build without the database would get. A default schedule the database already holds
-    (same trace) is not measured again.
+    for this CPU (same trace and ``mcpu``) is not measured again.
 
     Returns:
         How many default schedules were measured and committed.
@@ -284,6 +284,7 @@ def seed_defaults(tasks: list, target: tvm.target.Target, builder, runner, datab
 
     from .default_schedule import default_trace
 
+    mcpu = str(target.attrs.get("mcpu", "") or "generic")
     todo = []
     for task in tasks:
         sch = default_trace(task.dispatched[0], target)
@@ -291,7 +292,7 @@ def seed_defaults(tasks: list, target: tvm.target.Target, builder, runner, datab
             continue
         workload = database.commit_workload(task.dispatched[0])
         trace = str(sch.trace)
-        if any(str(r.trace) == trace for r in database.get_top_k(workload, 1 << 16)):
+        if any(str(r.trace) == trace for r in cpu_best(database, workload, mcpu, 1 << 16)):
             continue
         todo.append((sch, workload))
     if not todo:
@@ -314,12 +315,12 @@ def seed_defaults(tasks: list, target: tvm.target.Target, builder, runner, datab
     return done
 
 
-def estimate_ms(tasks: list, database) -> float | None:
-    """The model's latency if every kernel ran its best measured schedule (sum over
-    kernels of calls x best mean time); None while some kernel has no record."""
+def estimate_ms(tasks: list, database, mcpu: str) -> float | None:
+    """The model's latency if every kernel ran its best schedule measured for CPU ``mcpu``
+    (sum over kernels of calls x best mean time); None while some kernel has no record."""
     total = 0.0
     for task in tasks:
-        best = database.get_top_k(database.commit_workload(task.dispatched[0]), 1)
+        best = cpu_best(database, database.commit_workload(task.dispatched[0]), mcpu)
         if not best or not best[0].run_secs:
             return None
         secs = [float(t) for t in best[0].run_secs]
@@ -384,9 +385,10 @@ def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
     before = check_database(work, low.target)
     builder, runner = _builder_runner(cfg, low.tspec)
     database = open_database(work)
-    if cfg.missing_only:
-        tasks = [t for t in tasks if database.query_tuning_record(
-            t.dispatched[0], low.target, t.task_name) is None]
+    mcpu = str(low.target.attrs.get("mcpu", "") or "generic")
+    if cfg.missing_only:  # no record for this CPU: another CPU's schedules do not count
+        tasks = [t for t in tasks
+                 if not cpu_best(database, database.commit_workload(t.dispatched[0]), mcpu)]
     # A round gives every kernel one search step, and at least four steps in all: the
     # cost model starts afresh each round and only ranks candidates after a first step.
     round_size = cfg.per_iter * max(len(tasks), 4)
@@ -394,21 +396,21 @@ def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
         + (" without a record" if cfg.missing_only else "") + f", {cfg.trials} trials"
         + (f" or {cfg.minutes:g} min" if cfg.minutes else "") + f", database {work} "
         f"({before} records already)")
-    write_tuned_on(work, str(low.target.attrs.get("mcpu", "") or "generic"),
-                   _measurer(cfg, low.tspec))
+    write_tuned_on(work, mcpu, _measurer(cfg, low.tspec))
     seeded = seed_defaults(tasks, low.target, builder, runner, database)
     if seeded:
         log(f"  {seeded} default schedules measured: the search starts from them")
     done = 0
     with _progress(cfg, log) as bar:
-        bar(0, estimate_ms(tasks, database), t0)
+        bar(0, estimate_ms(tasks, database, mcpu), t0)
         while tasks and done < cfg.trials and not (cfg.minutes
                                                    and time.time() - t0 > cfg.minutes * 60):
             n = min(round_size, cfg.trials - done)
             _tune_round(tasks, n, cfg.seed + done, cfg, builder, runner, database)
             done += n
-            bar(done, estimate_ms(tasks, database), t0)
-    state = apply_tuning(low.mod, low.target, work)[1]
+            bar(done, estimate_ms(tasks, database, mcpu), t0)
+    state = apply_tuning(low.mod, low.target, work,
+                         mcpu if low.tspec.kind == "llvm" else None)[1]
     records = check_database(work, low.target)
     if state["state"] != "tuned":
         hint = ("this run tuned only the kernels --kernel named; --missing-only tunes the "
@@ -417,4 +419,5 @@ def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
         log(f"  {state['kernels'] - state['tuned']} of {state['kernels']} kernels have no "
             f"tuned schedule yet: {hint}")
     return {**state, "trials": done, "records": records,
-            "estimate_ms": estimate_ms(tasks, database), "seconds": round(time.time() - t0, 1)}
+            "estimate_ms": estimate_ms(tasks, database, mcpu),
+            "seconds": round(time.time() - t0, 1)}

@@ -25,7 +25,7 @@ from .builder import (
     open_database,
     tuning_dir,
 )
-from .provenance import RECORDS, WORKLOAD
+from .provenance import RECORDS, WORKLOAD, cpu_best, record_cpu
 from .tune import check_database
 
 
@@ -109,7 +109,11 @@ def prune(cfg: PruneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict
     for mod in mods:
         if not old.has_workload(mod) or new.has_workload(mod):  # stale, or seen already
             continue
-        records = old.get_top_k(old.commit_workload(mod), cfg.keep)
+        workload = old.commit_workload(mod)
+        cpus = {record_cpu(r) for r in old.get_top_k(workload, 1 << 16)}
+        # the best of each CPU's own: one database holds schedules for several CPUs
+        records = sorted((r for c in cpus for r in cpu_best(old, workload, c, cfg.keep)),
+                         key=lambda r: sum(float(t) for t in r.run_secs) / max(1, len(r.run_secs)))
         if not records:
             continue
         wl = new.commit_workload(mod)

@@ -13,6 +13,8 @@ from edge_sr.pipeline import BuildConfig, build
 from edge_sr.pipeline.provenance import (
     RECORDS,
     TUNED_ON,
+    WORKLOAD,
+    cpu_records,
     foreign_note,
     measurer,
     read_tuned_on,
@@ -41,6 +43,20 @@ def test_a_database_for_another_cpu_gets_one_line_with_the_tune_command(tmp_path
     assert "tuned for znver4 (40 of 42 records), not this build's rocketlake" in note
     assert note.endswith("`edge-sr tune --target host`") and "\n" not in note
     assert foreign_note(tmp_path, "znver4", "x") is None  # most records fit
+    # a build that applies only its own CPU's records: its two are used, no line
+    assert foreign_note(tmp_path, "rocketlake", "x", own_only=True) is None
+    note = foreign_note(tmp_path, "skylake", "edge-sr tune --target host", own_only=True)
+    assert "holds no schedules for this build's skylake" in note
+    assert "default schedules run instead" in note and "\n" not in note
+
+
+def test_cpu_records_keeps_one_cpus_records(tmp_path):
+    _records(tmp_path / "db", ["znver4"] * 3 + ["rocketlake"] * 2 + ["znver4"])
+    (tmp_path / "db" / WORKLOAD).write_text("workloads\n")
+    assert cpu_records(tmp_path / "db", "rocketlake", tmp_path / "mine") == 2
+    assert record_cpus(tmp_path / "mine") == {"rocketlake": 2}
+    assert (tmp_path / "mine" / WORKLOAD).read_text() == "workloads\n"
+    assert cpu_records(tmp_path / "db", "skylake", tmp_path / "none") == 0
 
 
 def test_an_emulated_board_is_named(tmp_path):
@@ -81,3 +97,30 @@ def test_tune_records_its_measurer_and_build_warns_on_another_cpu(tmp_path):
     warning = [ln for ln in proc.stderr.splitlines() if "warning:" in ln]
     assert len(warning) == 1 and "tuned for otherchip" in warning[0]
     assert "edge-sr tune --target host --model fsrcnn_tiny_x2 --size 32x32" in warning[0]
+
+
+@pytest.mark.slow
+def test_a_committed_database_for_another_cpu_leaves_the_build_on_default_schedules(
+        tmp_path, monkeypatch):
+    import edge_sr.pipeline.builder as builder
+
+    cfg = BuildConfig(model="fsrcnn_tiny_x2", target="host", size=(32, 32),
+                      reference_dataset="", out=str(tmp_path / "art"))
+    key = builder.tuning_key(cfg.model, "host", cfg.size, cfg.dtype)
+    db = tmp_path / "tuning" / key
+    tune(TuneConfig(build=BuildConfig(**{**cfg.__dict__, "tuning_db": str(db)}), trials=0))
+    monkeypatch.setattr(builder, "TUNING_DIR", tmp_path / "tuning")
+    mine = json.loads((build(cfg) / "manifest.json").read_text())["tuning"]
+    assert mine["state"] == "tuned" and mine["warning"] is None
+    text = (db / RECORDS).read_text()  # the same records, now another CPU's
+    mcpu = record_cpus(db).most_common(1)[0][0]
+    (db / RECORDS).write_text(text.replace(f'"mcpu": "{mcpu}"', '"mcpu": "otherchip"')
+                              .replace(f'"mcpu":"{mcpu}"', '"mcpu":"otherchip"'))
+    other = json.loads((build(cfg) / "manifest.json").read_text())["tuning"]
+    assert other["state"] == "untuned" and other["tuned"] == 0
+    assert other["default_scheduled"] > 0
+    assert "holds no schedules for this build's" in other["warning"]
+    # named explicitly, the same database is applied whole
+    named = BuildConfig(**{**cfg.__dict__, "tuning_db": str(db)})
+    forced = json.loads((build(named) / "manifest.json").read_text())["tuning"]
+    assert forced["state"] == "tuned" and "tuned for otherchip" in forced["warning"]
