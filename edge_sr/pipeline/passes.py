@@ -1,4 +1,5 @@
-"""Named Relax passes. A pipeline is a list of names; each step can dump its IR.
+"""Named Relax passes and ``PIPELINE``, the one declared order they run in; each step
+can dump its IR.
 
 Names keep the pipeline readable in logs and ``--dump-ir`` folders, and let graph
 rewrites (sub-pixel deconvolution, quantization) slot in as one more entry.
@@ -7,6 +8,7 @@ rewrites (sub-pixel deconvolution, quantization) slot in as one more entry.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -113,42 +115,66 @@ PASSES: dict[str, Callable[[], tvm.transform.Pass]] = {
     "dlight_gpu_spatial": _dlight_gpu_spatial,
 }
 
-# Fold the weights, lower ops to TIR, fuse conv+bias+activation chains into one kernel.
-DEFAULT_PASSES: list[str] = ["fold_constant", "legalize", "annotate_op_pattern",
-                             "fold_constant", "fuse_ops", "fuse_tir", "dead_code_elimination"]
-
-
 LAYOUTS = ("NCHW", "NHWC")
 
 
-def _has_dotprod(target: tvm.target.Target) -> bool:
-    return bool(target.attrs.get("feature.has_dotprod", False))
+@dataclass(frozen=True)
+class PassTarget:
+    """What decides which passes a build runs: the target's kind and features, the conv
+    layout and the dtype."""
+
+    cpu: bool
+    layout: str
+    dtype: str
+    vnni: bool = False  # x86 AVX512-VNNI (vpdpbusd)
+    dotprod: bool = False  # Arm dot product (sdot)
+
+    @classmethod
+    def of(cls, target: tvm.target.Target, layout: str, dtype: str) -> PassTarget:
+        """The pass-relevant facts of a TVM target."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}: choose NCHW or NHWC")
+        cpu = "gpu" not in target.keys
+        return cls(cpu, layout, dtype, vnni=cpu and has_vnni(target),
+                   dotprod=cpu and bool(target.attrs.get("feature.has_dotprod", False)))
+
+
+def _always(_: PassTarget) -> bool:
+    return True
+
+
+# The pass list of every build, declared once in order: each pass with the builds it runs
+# in. NHWC converts first, so that constant folding bakes the transposed weights. The conv
+# rewrites come after the first fold (they need constant weights and biases; dot4 packs
+# the folded OHWI ones): int8 NHWC on a dot-product CPU packs conv weights for sdot,
+# int8 NCHW on an x86 CPU with AVX512-VNNI for vpdpbusd, float32 on a CPU fuses cheap
+# convs into the 1x1 convs that read them. GPU builds end with a default schedule.
+PIPELINE: tuple[tuple[str, Callable[[PassTarget], bool]], ...] = (
+    ("layout_nhwc", lambda t: t.layout == "NHWC"),
+    ("fold_constant", _always),
+    ("dot4_conv", lambda t: t.layout == "NHWC" and t.dtype == "int8" and t.dotprod),
+    ("vnni_conv", lambda t: t.layout == "NCHW" and t.dtype == "int8" and t.vnni),
+    ("conv_chain", lambda t: t.cpu and t.dtype == "float32"),
+    ("legalize", _always),
+    ("annotate_op_pattern", _always),
+    ("fold_constant", _always),
+    ("fuse_ops", _always),
+    ("fuse_tir", _always),
+    ("dead_code_elimination", _always),
+    ("dlight_gpu", lambda t: not t.cpu and t.dtype != "int8"),
+    ("dlight_gpu_spatial", lambda t: not t.cpu and t.dtype == "int8"),
+)
+# What every build runs: fold the weights, lower ops to TIR, fuse conv+bias+activation
+# chains into one kernel.
+DEFAULT_PASSES: list[str] = [name for name, when in PIPELINE if when is _always]
 
 
 def passes_for(target: tvm.target.Target, layout: str = "NCHW",
                dtype: str = "float32") -> list[str]:
-    """The default pass list for a target, conv layout (``NCHW`` or ``NHWC``) and dtype.
-
-    NHWC converts first, so that constant folding bakes the transposed weights; int8
-    NHWC on a dot-product CPU then packs conv weights for ``sdot`` (``dot4_conv``), and
-    int8 NCHW on an x86 CPU with AVX512-VNNI for ``vpdpbusd`` (``vnni_conv``);
-    float32 on a CPU fuses cheap convs into the 1x1 convs that read them
-    (``conv_chain``, after folding: it needs constant weights and biases); GPU targets
-    end with a default schedule (``dlight_gpu_spatial`` for int8 kernels).
-    """
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}: choose NCHW or NHWC")
-    head = ["layout_nhwc"] if layout == "NHWC" else []
-    if "gpu" not in target.keys:
-        if layout == "NHWC" and dtype == "int8" and _has_dotprod(target):
-            # after the first fold_constant: the packing needs the OHWI weights baked
-            return head + DEFAULT_PASSES[:1] + ["dot4_conv"] + DEFAULT_PASSES[1:]
-        if layout == "NCHW" and dtype == "int8" and has_vnni(target):
-            return DEFAULT_PASSES[:1] + ["vnni_conv"] + DEFAULT_PASSES[1:]
-        if dtype == "float32":
-            return head + DEFAULT_PASSES[:1] + ["conv_chain"] + DEFAULT_PASSES[1:]
-        return head + DEFAULT_PASSES
-    return head + DEFAULT_PASSES + ["dlight_gpu_spatial" if dtype == "int8" else "dlight_gpu"]
+    """The pass list of a build for ``target``, conv layout (``NCHW`` or ``NHWC``) and
+    dtype: the ``PIPELINE`` entries whose condition holds, in its order."""
+    facts = PassTarget.of(target, layout, dtype)
+    return [name for name, when in PIPELINE if when(facts)]
 
 
 def run_passes(mod: tvm.IRModule, target: tvm.target.Target, names: list[str],
