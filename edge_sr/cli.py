@@ -191,7 +191,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 @command
 def cmd_prune(args: argparse.Namespace) -> int:
-    from .pipeline.tunedb import PruneConfig, prune
+    from .pipeline.prune import PruneConfig, prune
 
     r = prune(PruneConfig(build=build_config(args), keep=args.keep, dry_run=args.dry_run))
     after = "would keep" if args.dry_run else "kept"

@@ -87,13 +87,13 @@ def uint8_io(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
 
 
 def _conv_chain() -> tvm.transform.Pass:
-    from .chain import conv_chain
+    from .conv_chain import conv_chain
 
     return conv_chain
 
 
 def _dot4_conv() -> tvm.transform.Pass:
-    from .dot4 import dot4_conv
+    from .sdot import dot4_conv
 
     return dot4_conv
 

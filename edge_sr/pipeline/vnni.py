@@ -35,7 +35,7 @@ from tvm import relax, te, topi
 from tvm.script import tirx as T
 from tvm.tirx import PrimFunc
 
-from .rewrite import conv_rewrite_pass, int8_conv_with_constant_weights
+from .packed_conv import conv_rewrite_pass, int8_conv_with_constant_weights
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from edge_sr.models import MODELS
 from edge_sr.models.torch_passes import DEFAULT_TORCH_PASSES, run_torch_passes
 from edge_sr.pipeline import templates
 from edge_sr.pipeline.builder import export_program, import_relax
-from edge_sr.pipeline.chain import KERNEL_NAME
+from edge_sr.pipeline.conv_chain import KERNEL_NAME
 from edge_sr.pipeline.passes import passes_for, run_passes
 
 X86 = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})

@@ -12,7 +12,7 @@ from tvm import relax
 from edge_sr.models import MODELS
 from edge_sr.models.torch_passes import DEFAULT_TORCH_PASSES, run_torch_passes
 from edge_sr.pipeline.builder import export_program, import_relax
-from edge_sr.pipeline.chain import KERNEL_NAME, conv_chain
+from edge_sr.pipeline.conv_chain import KERNEL_NAME, conv_chain
 from edge_sr.pipeline.passes import DEFAULT_PASSES, passes_for, run_passes
 
 HOST = tvm.target.Target({"kind": "llvm"})

@@ -9,8 +9,8 @@ import pytest
 
 from edge_sr.pipeline import BuildConfig, BuildError, build
 from edge_sr.pipeline.provenance import RECORDS, WORKLOAD
+from edge_sr.pipeline.prune import PruneConfig, prune, variants
 from edge_sr.pipeline.tune import TuneConfig, tune
-from edge_sr.pipeline.tunedb import PruneConfig, prune, variants
 from runtime.engine import load_local
 
 
@@ -32,14 +32,15 @@ def test_missing_database_is_a_one_line_error(tmp_path):
 
 
 def test_foreign_database_is_refused_before_lowering(tmp_path, monkeypatch):
-    import edge_sr.pipeline.tunedb as tunedb
+    import edge_sr.pipeline.prune as prune_module
 
     db = tmp_path / "db"
     db.mkdir()
     (db / WORKLOAD).write_text("")
     rec = [0, [[], [1e-5], {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}, []]]
     (db / RECORDS).write_text(json.dumps(rec) + "\n")
-    monkeypatch.setattr(tunedb, "lower", lambda cfg: pytest.fail("lowered a foreign database"))
+    monkeypatch.setattr(prune_module, "lower",
+                        lambda cfg: pytest.fail("lowered a foreign database"))
     with pytest.raises(BuildError, match="records for llvm aarch64"):
         prune(PruneConfig(build=_cfg(tmp_path)))
     assert (db / RECORDS).read_text() == json.dumps(rec) + "\n"

@@ -15,7 +15,7 @@ import numpy as np
 import tvm
 from tvm import relax, te, topi
 
-from .rewrite import conv_rewrite_pass, int8_conv_with_constant_weights
+from .packed_conv import conv_rewrite_pass, int8_conv_with_constant_weights
 
 DOT = 4  # elements per sdot lane, and output channels per weight tile
 

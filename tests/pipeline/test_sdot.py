@@ -12,8 +12,8 @@ import tvm
 from tvm import relax, te, topi
 
 import targets
-from edge_sr.pipeline.dot4 import conv2d_nhwc_dot4, dot4_conv, pack_weight
 from edge_sr.pipeline.passes import passes_for
+from edge_sr.pipeline.sdot import conv2d_nhwc_dot4, dot4_conv, pack_weight
 
 HOST = tvm.target.Target({"kind": "llvm"})
 OBJDUMP = f"{targets.AARCH64_TRIPLE}-objdump"
