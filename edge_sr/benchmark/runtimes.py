@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ class Case:
     device: str | None = None  # RPC HOST:PORT when the target is another machine
     timeout: float = 300.0  # RPC session seconds per device runtime
     load: int = 0  # spinning processes for the loaded run (0: quiet run only)
-    _reference: np.ndarray | None = None
+    _reference: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def max_abs_diff(self, out: np.ndarray) -> float:
         """Largest difference of a runtime's output from PyTorch's on this input."""

@@ -30,7 +30,15 @@ from ..quant.lower import lower_to_relax
 from .cuda import check_cuda_kernels
 from .default_schedule import default_schedule, is_scheduled
 from .passes import LAYOUTS, passes_for, run_passes, uint8_io
-from .provenance import RECORDS, WORKLOAD, cpu_records, foreign_note, provenance, record_cpus
+from .provenance import (
+    RECORDS,
+    WORKLOAD,
+    cpu_records,
+    foreign_note,
+    provenance,
+    record_cpus,
+    target_cpu,
+)
 
 TUNING_DIR = Path(target_registry.__file__).resolve().parent / "tuning"
 DEFAULT_MODEL = "ecbsr_m4c16_x2"
@@ -383,7 +391,7 @@ def build(cfg: BuildConfig) -> Path:
     raw, quant, names, mod = low.raw, low.quant, low.passes, low.mod
     db = tuning_dir(cfg, tspec.name)
     use_db = cfg.use_tuning and (cfg.tuning_db or db.is_dir())
-    mcpu = str(target.attrs.get("mcpu", "") or "generic")
+    mcpu = target_cpu(target)
     # This CPU's records only, unless the user named a database that has none for it.
     own_only = bool(use_db) and tspec.kind == "llvm" and (
         not cfg.tuning_db or record_cpus(db).get(mcpu, 0) > 0)

@@ -62,10 +62,14 @@ def cpu_records(work: Path, mcpu: str, dest: Path) -> int:
     return len(kept)
 
 
-def record_cpu(record) -> str:
-    """The ``mcpu`` a tuning record was measured for (``generic`` when it names none)."""
-    target = record.target
+def target_cpu(target) -> str:
+    """A TVM target's ``mcpu`` (``generic`` when it names none, or there is no target)."""
     return str((target.attrs.get("mcpu", "") if target is not None else "") or "generic")
+
+
+def record_cpu(record) -> str:
+    """The ``mcpu`` a tuning record was measured for."""
+    return target_cpu(record.target)
 
 
 def cpu_best(database, workload, mcpu: str, k: int = 1) -> list:

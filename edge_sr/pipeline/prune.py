@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from .builder import (
     open_database,
     tuning_dir,
 )
-from .provenance import RECORDS, WORKLOAD, cpu_best, record_cpu
+from .provenance import RECORDS, WORKLOAD, record_cpu
 from .tune import check_database
 
 
@@ -109,11 +110,14 @@ def prune(cfg: PruneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict
     for mod in mods:
         if not old.has_workload(mod) or new.has_workload(mod):  # stale, or seen already
             continue
-        workload = old.commit_workload(mod)
-        cpus = {record_cpu(r) for r in old.get_top_k(workload, 1 << 16)}
-        # the best of each CPU's own: one database holds schedules for several CPUs
-        records = sorted((r for c in cpus for r in cpu_best(old, workload, c, cfg.keep)),
-                         key=lambda r: sum(float(t) for t in r.run_secs) / max(1, len(r.run_secs)))
+        # the best `keep` of each CPU: one database holds schedules for several CPUs
+        per_cpu: Counter = Counter()
+        records = []
+        for rec in old.get_top_k(old.commit_workload(mod), 1 << 16):  # fastest first
+            cpu = record_cpu(rec)
+            per_cpu[cpu] += 1
+            if per_cpu[cpu] <= cfg.keep:
+                records.append(rec)
         if not records:
             continue
         wl = new.commit_workload(mod)

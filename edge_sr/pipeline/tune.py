@@ -36,7 +36,14 @@ from .builder import (
     open_database,
     tuning_dir,
 )
-from .provenance import RECORDS, cpu_best, measurer, record_targets, write_tuned_on
+from .provenance import (
+    RECORDS,
+    cpu_best,
+    measurer,
+    record_targets,
+    target_cpu,
+    write_tuned_on,
+)
 
 
 @dataclass
@@ -284,7 +291,7 @@ def seed_defaults(tasks: list, target: tvm.target.Target, builder, runner, datab
 
     from .default_schedule import default_trace
 
-    mcpu = str(target.attrs.get("mcpu", "") or "generic")
+    mcpu = target_cpu(target)
     todo = []
     for task in tasks:
         sch = default_trace(task.dispatched[0], target)
@@ -385,7 +392,7 @@ def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
     before = check_database(work, low.target)
     builder, runner = _builder_runner(cfg, low.tspec)
     database = open_database(work)
-    mcpu = str(low.target.attrs.get("mcpu", "") or "generic")
+    mcpu = target_cpu(low.target)
     if cfg.missing_only:  # no record for this CPU: another CPU's schedules do not count
         tasks = [t for t in tasks
                  if not cpu_best(database, database.commit_workload(t.dispatched[0]), mcpu)]
