@@ -36,6 +36,8 @@ def markdown(results: list[dict]) -> str:
                 note.append(f"Set5 int8 drop {r['set5_drop']:.3f} dB")
             if "max_abs_diff" in r:
                 note.append(f"max diff {r['max_abs_diff']:.1e} vs PyTorch")
+            if r.get("portable_ops"):
+                note.append(f"outside XNNPACK: {', '.join(r['portable_ops'])}")
             if r.get("default_precision", "f32") != "f32":
                 note.append(f"f32 asked for (its default here: {r['default_precision']})")
             if "threads" in r:

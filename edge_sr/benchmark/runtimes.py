@@ -15,7 +15,8 @@ import torch
 from ..models import ModelSpec
 
 RUNTIMES = ("torch_eager", "onnxruntime_fp32", "onnxruntime_int8", "openvino_fp32",
-            "tvm_untuned_fp32", "tvm_default_fp32", "tvm_tuned_fp32", "tvm_tuned_int8")
+            "executorch_fp32", "executorch_int8", "tvm_untuned_fp32", "tvm_default_fp32",
+            "tvm_tuned_fp32", "tvm_tuned_int8")
 
 
 @dataclass
@@ -105,19 +106,15 @@ def torch_eager(case: Case) -> dict:
 
 def _ort_model(case: Case, int8: bool) -> Path:
     from ..baselines.onnxrt import export_onnx, quantize_onnx
-    from ..quant import QuantConfig, calibration_crops
 
     fp32 = case.work / f"{case.name}.fp32.onnx"
     if not fp32.exists():
         export_onnx(case.model, case.spec, fp32)
     if not int8:
         return fp32
-    q = QuantConfig()
-    crops, _ = calibration_crops(tuple(q.datasets), case.spec.scale, case.spec.colour, q.crop,
-                                 q.calib_images, q.seed)  # the crops our quantizer sees
     out = case.work / f"{case.name}.int8.onnx"
     if not out.exists():
-        quantize_onnx(fp32, out, np.ascontiguousarray(crops))
+        quantize_onnx(fp32, out, _calibration(case))
     return out
 
 
@@ -154,6 +151,36 @@ def openvino(case: Case) -> dict:
     return {**measure(case, lambda: time_calls(lambda: run(case.x), case.repeat)),
             "max_abs_diff": case.max_abs_diff(run(case.x)),
             "default_precision": default_precision()}
+
+
+def _calibration(case: Case) -> np.ndarray:
+    """The crops our quantizer and ONNX Runtime's calibrate on."""
+    from ..quant import QuantConfig, calibration_crops
+
+    q = QuantConfig()
+    crops, _ = calibration_crops(tuple(q.datasets), case.spec.scale, case.spec.colour, q.crop,
+                                 q.calib_images, q.seed)
+    return np.ascontiguousarray(crops)
+
+
+def executorch(case: Case, int8: bool) -> dict:
+    """ExecuTorch's XNNPACK backend (``baselines.executorch_xnnpack``), on this machine;
+    int8: XNNPACK's PT2E quantizer on our calibration crops, tiled to the input's size."""
+    from ..baselines import executorch_xnnpack as et
+
+    if case.device:
+        return {"error": "not on the device: its runtime has no torch, which ExecuTorch's "
+                         "Python runtime needs"}
+    if not et.available():
+        return {"error": "executorch is not installed (pip install -e '.[executorch]')"}
+    shape = case.x.shape
+    path = case.work / f"{case.name}.{'x'.join(map(str, shape))}.{'int8' if int8 else 'fp32'}.pte"
+    calib = et.tile_to(_calibration(case), shape) if int8 else None
+    portable = et.export_pte(case.model, shape, path, calib=calib)
+    run = et.session(path)
+    out = {**measure(case, lambda: time_calls(lambda: run(case.x), case.repeat)),
+           "max_abs_diff": case.max_abs_diff(run(case.x)), "threads": et.thread_count()}
+    return {**out, "portable_ops": portable} if portable else out
 
 
 def tvm_module(case: Case, dtype: str, tuned: bool, scheduled: bool = True) -> dict:
@@ -211,6 +238,8 @@ RUNNERS: dict[str, Callable[[Case], dict]] = {
     "onnxruntime_fp32": lambda c: onnxruntime(c, int8=False),
     "onnxruntime_int8": lambda c: onnxruntime(c, int8=True),
     "openvino_fp32": openvino,
+    "executorch_fp32": lambda c: executorch(c, int8=False),
+    "executorch_int8": lambda c: executorch(c, int8=True),
     "tvm_untuned_fp32": lambda c: tvm_module(c, "float32", tuned=False, scheduled=False),
     "tvm_default_fp32": lambda c: tvm_module(c, "float32", tuned=False),
     "tvm_tuned_fp32": lambda c: tvm_module(c, "float32", tuned=True),

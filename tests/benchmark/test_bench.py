@@ -57,27 +57,30 @@ def test_bench_json_has_every_runtime(tmp_path):
     assert res["runtimes"]["onnxruntime_fp32"]["vs_onnxruntime_fp32"] == pytest.approx(1.0)
     assert "set5_drop" in res["runtimes"]["tvm_tuned_int8"]
     # every fp32 row computes what PyTorch does (OpenVINO asked for f32, not its bf16)
-    for name in ("onnxruntime_fp32", "openvino_fp32", "tvm_default_fp32", "tvm_tuned_fp32"):
+    for name in ("onnxruntime_fp32", "openvino_fp32", "executorch_fp32", "tvm_default_fp32",
+                 "tvm_tuned_fp32"):
         assert res["runtimes"][name]["max_abs_diff"] < 1e-4, name
     assert res["runtimes"]["openvino_fp32"]["default_precision"] in ("f32", "bf16", "f16")
     torch.set_num_threads(torch.get_num_threads())
 
 
-def test_a_missing_peer_is_a_one_line_row(tmp_path, monkeypatch):
+@pytest.mark.parametrize("package, runtime", [("openvino", "openvino_fp32"),
+                                              ("executorch", "executorch_fp32")])
+def test_a_missing_peer_is_a_one_line_row(tmp_path, monkeypatch, package, runtime):
     import builtins
 
     real_import = builtins.__import__
 
-    def no_openvino(name, *args, **kw):
-        if name.split(".")[0] == "openvino":
-            raise ImportError("No module named 'openvino'")
+    def missing(name, *args, **kw):
+        if name.split(".")[0] == package:
+            raise ImportError(f"No module named {package!r}")
         return real_import(name, *args, **kw)
 
-    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    monkeypatch.setattr(builtins, "__import__", missing)
     res = bench(BenchSpec(model="fsrcnn_tiny_x2", size=(16, 16), repeat=1, work=str(tmp_path),
-                          runtimes=("onnxruntime_fp32", "openvino_fp32")))
-    assert res["runtimes"]["openvino_fp32"] == {
-        "error": "openvino is not installed (pip install -e '.[openvino]')"}
+                          runtimes=("onnxruntime_fp32", runtime)))
+    assert res["runtimes"][runtime] == {
+        "error": f"{package} is not installed (pip install -e '.[{package}]')"}
     assert res["runtimes"]["onnxruntime_fp32"]["median_ms"] > 0
 
 
