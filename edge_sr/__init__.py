@@ -1,5 +1,8 @@
-"""edge-sr: lightweight super-resolution from PyTorch to edge devices through Apache TVM."""
+"""edge-sr: lightweight super-resolution from PyTorch to edge devices through Apache TVM.
 
-import runtime as _runtime  # noqa: F401  (sets TVM's thread count to the physical cores)
+Importing it changes nothing in the process: the ``edge-sr`` command, ``tune`` and
+``runtime.engine.load_local`` set TVM's thread pool up (``runtime.threads.prepare``); a
+library caller that runs TVM modules by other means calls ``prepare()`` first.
+"""
 
 __version__ = "0.1.0"

@@ -7,6 +7,8 @@ import json
 import sys
 from collections.abc import Callable
 
+from runtime.threads import prepare
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
@@ -581,6 +583,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``edge-sr`` and ``python -m edge_sr``."""
     args = build_parser().parse_args(argv)
+    prepare()  # TVM's pool and MetaSchedule's workers: one thread per core, workers sleep
     try:
         return COMMANDS[args.command](args)
     except _user_errors() as exc:

@@ -191,9 +191,10 @@ def _qat_model(cfg: TrainConfig, spec) -> tuple[torch.nn.Module, torch.nn.Module
     from .quant.qat import FakeQuant
 
     float_model = load_model(cfg.model, cfg.init or None)
-    gm, plan, _ = quantize(float_model, spec, QuantConfig(
+    q = quantize(float_model, spec, QuantConfig(
         max_drop=float("inf"), fallback=False, report_culprits=False,
         weight_rounding="nearest"))
+    gm, plan = q.gm, q.plan
     teacher = copy.deepcopy(gm).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)

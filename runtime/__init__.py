@@ -2,10 +2,7 @@
 
 Runs on the board (or the emulated one) with only the TVM runtime, numpy and pillow:
 nothing here may import torch or the ``edge_sr`` package.
+
+Importing it changes nothing: the entry points (``runtime.server``, ``runtime.upscale``
+through ``engine.load_local``) call ``threads.prepare()`` before TVM starts its thread pool.
 """
-
-from .threads import prepare
-
-# Before anything starts TVM's thread pool: TVM would halve the cores on x86 and spin its
-# idle workers (see threads).
-prepare()

@@ -13,6 +13,8 @@ import argparse
 import logging
 import sys
 
+from runtime.threads import prepare
+
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-remote", action="store_true",
                         help="required to bind a non-loopback address")
     args = parser.parse_args(argv)
+    prepare()  # before TVM's pool exists; the server's session processes inherit it
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.host not in LOOPBACK:
         if not args.allow_remote:

@@ -120,7 +120,8 @@ def prepare(environ: dict[str, str] | None = None) -> int:
     """Write the pool settings into the environment, where TVM and child processes read
     them: ``TVM_NUM_THREADS`` (``pool_size`` of a quiet machine), a spin count of 0 and,
     where the pool may hold more threads than cores, no pinning, each unless the user
-    chose it. Must run before TVM creates a thread pool; ``import runtime`` calls it.
+    chose it. Must run before TVM creates a thread pool: the entry points call it
+    (``edge-sr``, ``tune``, ``runtime.server``, ``configure_pool``), importing calls nothing.
 
     Returns:
         The pool size.

@@ -65,7 +65,8 @@ def main() -> int:
         for ds in args.datasets:
             row[f"float32_{ds}"] = score(run_float, name, ds)
         for variant, fallback in (("mixed", True), ("full", False)):
-            gm, plan, qrep = quantize(model, spec, QuantConfig(fallback=fallback))
+            q = quantize(model, spec, QuantConfig(fallback=fallback))
+            gm, plan, qrep = q.gm, q.plan, q.report
             row[f"tvm_int8_{variant}_float_layers"] = qrep["float_layers"]
             row[f"tvm_int8_{variant}_int16_activations"] = qrep.get("int16_activations", [])
 

@@ -10,6 +10,11 @@ import pytest
 import torch
 
 from edge_sr.models import MODELS
+from runtime.threads import prepare
+
+# The test session is an entry point like `edge-sr`: TVM's pool as the CLI sets it up,
+# before any test starts it (TVM never grows a pool past its first size).
+prepare()
 
 DEVICE = ("127.0.0.1", 9090)
 

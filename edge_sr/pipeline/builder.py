@@ -1,15 +1,17 @@
 """``build``: a registered model -> a deployable artifact folder for one target.
 
-Phases (each a small function): load -> export -> import -> passes -> tuning database ->
-compile -> export library (+ a host twin for reference) -> reference quality -> manifest.
-The artifact folder is written atomically: a failed build leaves no folder that looks valid.
+A build runs ``STEPS``, the one declared sequence of its steps, each with the condition on
+the build (dtype, I/O, target kind, database) that selects it; the manifest records the
+steps that ran (``steps``) and the Relax passes among them (``passes``, ``passes.PIPELINE``).
+The steps up to ``relax_passes`` are ``lower`` (what ``tune`` tunes); the rest write the
+artifact folder, atomically: a failed build leaves no folder that looks valid.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,93 +19,24 @@ import torch
 import tvm
 from tvm import relax
 from tvm.relax.frontend.torch import from_exported_program
-from tvm.tirx import PrimFunc
 
 import targets as target_registry
 from runtime.artifact import FORMAT_VERSION, MANIFEST, atomic_dir, sha256_file, write_json_atomic
 
-from ..errors import EdgeSRError
 from ..models import ModelSpec, get_spec, load_model
 from ..models.analysis import receptive_radius
 from ..models.torch_passes import DEFAULT_TORCH_PASSES, run_torch_passes
+from ..quant import Quantized
 from ..quant.lower import lower_to_relax
+from .config import DEFAULT_MODEL, DEFAULT_SIZE, IO_DTYPES, BuildConfig, BuildError
 from .cuda import check_cuda_kernels
-from .default_schedule import default_schedule, is_scheduled
+from .database import TUNING_DIR, apply_tuning, tune_command, tuning_dir, tuning_key
+from .default_schedule import default_schedule
 from .passes import LAYOUTS, passes_for, run_passes, uint8_io
-from .provenance import (
-    RECORDS,
-    WORKLOAD,
-    cpu_records,
-    foreign_note,
-    provenance,
-    record_cpus,
-    target_cpu,
-)
+from .provenance import foreign_note, provenance, record_cpus, target_cpu
 
-TUNING_DIR = Path(target_registry.__file__).resolve().parent / "tuning"
-DEFAULT_MODEL = "ecbsr_m4c16_x2"
-DEFAULT_SIZE = (128, 128)
-
-
-class BuildError(EdgeSRError):
-    """A build that cannot proceed, with a one-line reason."""
-
-
-@dataclass
-class BuildConfig:
-    """Arguments of ``build``.
-
-    Attributes:
-        model: Registry name.
-        target: Target name or alias (``arm`` = ``rpi4``).
-        size: LR input (H, W) of the static module; images of any size are tiled.
-        dynamic: Export dynamic H/W (bounded by ``size``) instead of a static shape.
-        dtype: ``float32`` (``int8`` arrives with the quantization pipeline).
-        tuning_db: MetaSchedule database folder; default ``targets/tuning/<key>`` if present.
-        out: Parent folder; the artifact is ``out/MODEL-TARGET-DTYPE``.
-        dump_ir: Folder for the IR after each pass.
-        weights: Checkpoint (default: the committed one).
-        reference_dataset: Dataset for the reference PSNR in the manifest ('' to skip).
-        passes: Relax pass names (default: the target's default list).
-        observer: int8 calibration observer (minmax, percentile, mse).
-        calib_images: int8 calibration crops from the training sets.
-        max_psnr_drop: int8 guard: largest allowed Set5 PSNR drop vs float32 (dB).
-        fallback: Let sensitive layers stay float (False: full int8).
-        enforce_guard: Fail an int8 build past ``max_psnr_drop`` (False: record only).
-        use_tuning: Apply the tuning database (False: the default schedules alone).
-        default_schedule: Give the kernels no database covers a default CPU schedule
-            (``default_schedule``; False: TVM's unscheduled kernels, the benchmark's
-            "untuned" baseline).
-        layout: Conv layout inside the module, ``NCHW`` or ``NHWC`` (default: the
-            target's choice for the dtype, ``TargetSpec.layouts``); input and output
-            stay NCHW either way.
-        io: Image tensors in and out of the module: ``float32`` on [0, 1] (default) or
-            ``uint8`` on [0, 255] (the image's own pixels, the ``uint8_io`` pass).
-    """
-
-    model: str = DEFAULT_MODEL
-    target: str = "arm"
-    size: tuple[int, int] = DEFAULT_SIZE
-    dynamic: bool = False
-    dtype: str = "float32"
-    tuning_db: str | None = None
-    out: str = "artifacts"
-    dump_ir: str | None = None
-    weights: str | None = None
-    reference_dataset: str = "set5"
-    passes: list[str] = field(default_factory=list)
-    observer: str = "mse"
-    calib_images: int = 64
-    max_psnr_drop: float = 0.1
-    fallback: bool = True
-    enforce_guard: bool = True
-    use_tuning: bool = True
-    default_schedule: bool = True
-    layout: str | None = None
-    io: str = "float32"
-
-
-IO_DTYPES = ("float32", "uint8")
+__all__ = ["DEFAULT_MODEL", "DEFAULT_SIZE", "STEPS", "TUNING_DIR", "BuildConfig", "BuildError",
+           "BuildState", "build", "lower", "steps_for", "tuning_dir", "tuning_key"]
 
 
 def export_program(model: torch.nn.Module, spec: ModelSpec, size: tuple[int, int],
@@ -123,86 +56,6 @@ def import_relax(program: torch.export.ExportedProgram) -> tvm.IRModule:
     """Import an exported program into Relax with the weights bound as constants."""
     return from_exported_program(program, keep_params_as_input=False,
                                  unwrap_unit_return_tuple=True)
-
-
-# The two files of a MetaSchedule JSON database.
-
-
-def tuning_key(model: str, target: str, size: tuple[int, int], dtype: str) -> str:
-    """Folder name of the tuning database for one (model, target, shape, dtype)."""
-    return f"{model}-{target}-{size[0]}x{size[1]}-{dtype}"
-
-
-def tuning_dir(cfg: BuildConfig, target: str) -> Path:
-    """The database folder of a build: ``cfg.tuning_db``, else the committed one."""
-    key = tuning_key(cfg.model, target, cfg.size, cfg.dtype)
-    return Path(cfg.tuning_db) if cfg.tuning_db else TUNING_DIR / key
-
-
-def open_database(work: Path, allow_missing: bool = True):
-    """MetaSchedule's JSON database in folder ``work``, tensor intrinsics registered first.
-
-    A tensorized schedule names its intrinsic, which must be registered first: ours
-    (``vnni.DOTS``) cost nothing; TVM's (sdot) exist only once ``tvm.s_tir.tensor_intrin``
-    is imported, which parses hundreds of TVMScript functions (seconds), so that import
-    happens only for databases that name one of them.
-    """
-    from tvm.s_tir import meta_schedule as ms
-
-    records = work / RECORDS
-    text = records.read_text() if records.is_file() else ""
-    if '"Tensorize"' in text:
-        from .vnni import DOTS, register_intrinsic
-
-        register_intrinsic()  # ours: two functions, little parsing to speak of
-        if text.count('"Tensorize"') > sum(text.count(f'"{d.intrin}"') for d in DOTS.values()):
-            import tvm.s_tir.tensor_intrin  # noqa: F401 - TVM's (sdot)
-    return ms.database.JSONDatabase(str(work / WORKLOAD), str(records),
-                                    allow_missing=allow_missing)
-
-
-def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
-                 db_path: Path | None, cpu: str | None = None) -> tuple[tvm.IRModule, dict]:
-    """Replace kernels by their tuned schedules from a MetaSchedule JSON database.
-
-    Args:
-        cpu: Apply only the records tuned for this ``mcpu`` (None: every record).
-            MetaSchedule itself takes a workload's fastest record whatever CPU measured it.
-
-    Returns:
-        The module and a tuning record: ``state`` (untuned/partial/tuned), kernel counts.
-    """
-    kernels = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, PrimFunc)]
-    if db_path is None:
-        return mod, {"state": "untuned", "database": None, "kernels": len(kernels), "tuned": 0}
-    work = Path(db_path)
-    files = [work / WORKLOAD, work / RECORDS]
-    if not all(f.is_file() for f in files):
-        raise BuildError(f"tuning database {work} lacks {files[0].name}/{files[1].name}")
-    with tempfile.TemporaryDirectory(prefix="edge-sr-db-") as tmp:
-        source = work
-        if cpu is not None:
-            cpu_records(work, cpu, Path(tmp))
-            source = Path(tmp)
-        try:
-            db = open_database(source, allow_missing=False)
-            # opt_level 3: below it the pass is skipped without a word.
-            with target, db, tvm.transform.PassContext(opt_level=3):
-                mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-        except Exception as exc:  # noqa: BLE001 - TVM raises plain errors for bad JSON
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-            raise BuildError(f"tuning database {work} is unreadable: {first}") from None
-    tuned = sum(1 for f in mod.functions.values() if is_scheduled(f))
-    state = "tuned" if tuned == len(kernels) else ("partial" if tuned else "untuned")
-    return mod, {"state": state, "database": str(work), "kernels": len(kernels), "tuned": tuned,
-                 "records_for": cpu}
-
-
-def tune_command(cfg: BuildConfig, tspec: target_registry.TargetSpec) -> str:
-    """The command that tunes this build's database (on the board, for device targets)."""
-    return (f"edge-sr tune --target {tspec.name} --model {cfg.model} --size "
-            f"{cfg.size[0]}x{cfg.size[1]} --dtype {cfg.dtype}"
-            + (" --device HOST:PORT" if tspec.is_remote else "") + " --minutes 30")
 
 
 def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> relax.Executable:
@@ -247,7 +100,7 @@ def reference_quality(model: torch.nn.Module, spec: ModelSpec, host_lib: Path,
             "psnr_bicubic": tvm_score["bicubic"]["psnr"]}
 
 
-def quantize_for_build(model: torch.nn.Module, spec: ModelSpec, cfg: BuildConfig) -> tuple:
+def quantize_for_build(model: torch.nn.Module, spec: ModelSpec, cfg: BuildConfig) -> Quantized:
     """Calibrate and plan the int8 model; one-line BuildError for unsupported graphs."""
     from ..quant import QuantConfig, QuantError, quantize
 
@@ -304,26 +157,6 @@ def int8_guard(manifest: dict, cfg: BuildConfig, report: dict,
     return quality
 
 
-def _host_spec() -> target_registry.TargetSpec:
-    return target_registry.TARGETS["host"]
-
-
-@dataclass
-class Lowered:
-    """A model imported, planned and passed through the target's pass list: what
-    ``build`` compiles and ``tune`` tunes (the same module, so tuned workloads match)."""
-
-    spec: ModelSpec
-    tspec: target_registry.TargetSpec
-    target: tvm.target.Target
-    model: torch.nn.Module
-    radius: int
-    raw: tvm.IRModule
-    quant: tuple | None
-    passes: list[str]
-    mod: tvm.IRModule
-
-
 # The largest module input: bigger images run through it in tiles, so a bigger module
 # only costs memory (a 4096x4096 float32 FSRCNN build holds ~3.7 GB of activations).
 MAX_SIDE = 4096
@@ -337,8 +170,205 @@ def check_size(size: tuple[int, int]) -> None:
                          "at a tile size (e.g. 360x640)")
 
 
-def lower(cfg: BuildConfig) -> Lowered:
-    """Phases load -> (quantize | export -> import) -> named passes, with one-line errors."""
+@dataclass
+class BuildState:
+    """One build as its steps fill it in: the resolved names first (``start``), then each
+    step's product. ``lower`` returns it after ``relax_passes`` (what ``tune`` tunes: the
+    same module, so tuned workloads match)."""
+
+    cfg: BuildConfig
+    spec: ModelSpec
+    tspec: target_registry.TargetSpec
+    target: tvm.target.Target
+    layout: str
+    steps: list[str]
+    model: torch.nn.Module | None = None
+    radius: int = 0
+    quant: Quantized | None = None
+    program: torch.export.ExportedProgram | None = None
+    raw: tvm.IRModule | None = None  # imported (and I/O-wrapped), before the Relax passes
+    passes: list[str] = field(default_factory=list)
+    mod: tvm.IRModule | None = None
+    tuning: dict = field(default_factory=dict)
+    executable: relax.Executable | None = None
+    cuda: dict | None = None
+    folder: Path | None = None
+    manifest: dict = field(default_factory=dict)
+    host_lib: Path | None = None
+
+    @property
+    def name(self) -> str:
+        """The artifact folder's name: ``MODEL-TARGET-DTYPE[-uint8io]``."""
+        cfg = self.cfg
+        return (f"{cfg.model}-{self.tspec.name}-{cfg.dtype}"
+                + ("-uint8io" if cfg.io == "uint8" else ""))
+
+
+@dataclass(frozen=True)
+class BuildFacts:
+    """What decides which steps a build runs."""
+
+    dtype: str
+    io: str
+    cpu: bool
+    on_host: bool
+    database: bool
+    default_schedule: bool
+    reference: bool
+
+    @classmethod
+    def of(cls, cfg: BuildConfig, tspec: target_registry.TargetSpec) -> BuildFacts:
+        """The step-relevant facts of a build."""
+        return cls(dtype=cfg.dtype, io=cfg.io, cpu=tspec.kind == "llvm",
+                   on_host=tspec.name == "host",
+                   database=bool(cfg.use_tuning and (cfg.tuning_db
+                                                     or tuning_dir(cfg, tspec.name).is_dir())),
+                   default_schedule=cfg.default_schedule,
+                   reference=bool(cfg.reference_dataset) or cfg.dtype == "int8")
+
+
+def _load(s: BuildState) -> None:
+    s.model = load_model(s.cfg.model, s.cfg.weights)
+    s.radius = receptive_radius(s.spec)
+    if min(s.cfg.size) <= 2 * s.radius:
+        raise BuildError(f"--size {s.cfg.size[0]}x{s.cfg.size[1]} is too small for "
+                         f"{s.cfg.model}: tiles need more than twice the receptive radius "
+                         f"({s.radius} px)")
+
+
+def _torch_passes(s: BuildState) -> None:
+    s.model = run_torch_passes(s.model, DEFAULT_TORCH_PASSES)
+
+
+def _export(s: BuildState) -> None:
+    s.raw = import_relax(export_program(s.model, s.spec, s.cfg.size, s.cfg.dynamic))
+
+
+def _quantize(s: BuildState) -> None:
+    s.quant = quantize_for_build(s.model, s.spec, s.cfg)
+
+
+def _lower_int8(s: BuildState) -> None:
+    s.raw = lower_to_relax(s.quant.gm, s.quant.plan, (1, s.spec.channels, *s.cfg.size),
+                           signed=s.tspec.signed_int8)
+
+
+def _uint8_io(s: BuildState) -> None:
+    s.raw = uint8_io(s.raw)
+
+
+def _relax_passes(s: BuildState) -> None:
+    s.passes = s.cfg.passes or passes_for(s.target, s.layout, s.cfg.dtype)
+    dump = Path(s.cfg.dump_ir) / s.tspec.name if s.cfg.dump_ir else None
+    s.mod = run_passes(s.raw, s.target, s.passes, dump)
+    s.tuning = apply_tuning(s.mod, s.target, None)[1]  # until a database says otherwise
+
+
+def _tuning_database(s: BuildState) -> None:
+    cfg, db, mcpu = s.cfg, tuning_dir(s.cfg, s.tspec.name), target_cpu(s.target)
+    # This CPU's records only, unless the user named a database that has none for it.
+    own_only = s.tspec.kind == "llvm" and (not cfg.tuning_db or record_cpus(db).get(mcpu, 0) > 0)
+    s.mod, s.tuning = apply_tuning(s.mod, s.target, db, mcpu if own_only else None)
+    s.tuning.update(provenance(db), warning=foreign_note(
+        db, mcpu, tune_command(cfg, s.tspec), own_only=own_only))
+
+
+def _default_schedule(s: BuildState) -> None:
+    s.mod, s.tuning["default_scheduled"] = default_schedule(s.mod, s.target)
+
+
+def _compile(s: BuildState) -> None:
+    s.executable = compile_module(s.mod, s.target)
+    if s.tspec.kind == "cuda":
+        s.cuda = check_cuda_kernels(s.executable, s.target)
+
+
+def _export_library(s: BuildState) -> None:
+    cfg, spec, tspec = s.cfg, s.spec, s.tspec
+    export_library(s.executable, s.folder / "model.so", tspec)
+    s.host_lib = s.folder / "model.so"
+    s.manifest = {
+        "format": FORMAT_VERSION, "model": cfg.model, "scale": spec.scale,
+        "colour": spec.colour, "dtype": cfg.dtype, "receptive_radius": s.radius,
+        "input": {"shape": [1, spec.channels, *cfg.size], "dynamic": cfg.dynamic,
+                  "layout": "NCHW", "dtype": cfg.io,
+                  "range": [0.0, 255.0] if cfg.io == "uint8" else [0.0, 1.0]},
+        "output": {"dtype": cfg.io},
+        "target": {"name": tspec.name, "tvm": json.loads(str(s.target)),
+                   "arch": tspec.arch, "kind": tspec.kind},
+        "tvm_version": tvm.__version__, "tuning": s.tuning,
+        "conv_layout": "NHWC" if "layout_nhwc" in s.passes else "NCHW",
+        "int8_storage": (None if s.quant is None else
+                         "int8 (uint8 shifted by -128)" if tspec.signed_int8 else "uint8"),
+        "torch_passes": DEFAULT_TORCH_PASSES if s.quant is None else ["subpixel_deconv",
+                                                                      "quantize_int8"],
+        "steps": s.steps,
+        "passes": s.passes,
+        "library": {"file": "model.so", "sha256": sha256_file(s.folder / "model.so")},
+        "build": {"config": {k: v for k, v in asdict(cfg).items() if k != "passes"},
+                  "seconds": None, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+    }
+    if s.cuda is not None:
+        s.manifest["cuda"] = s.cuda
+    if s.quant is not None:
+        s.manifest["quantization"] = s.quant.report
+
+
+def _host_twin(s: BuildState) -> None:
+    """The same module built for this machine, untuned: the reference for device outputs
+    (its Relax passes for the host's layout and this build's dtype)."""
+    host = target_registry.TARGETS["host"]
+    target = target_registry.tvm_target(host)
+    mod = run_passes(s.raw, target, passes_for(target, host.layout(s.cfg.dtype), s.cfg.dtype))
+    s.host_lib = s.folder / "host.so"
+    export_library(compile_module(mod, target), s.host_lib, host)
+    s.manifest["host_library"] = {"file": "host.so", "sha256": sha256_file(s.host_lib),
+                                  "note": "untuned host twin, the reference for device "
+                                          "outputs"}
+
+
+def _reference_quality(s: BuildState) -> None:
+    dataset = s.cfg.reference_dataset or "set5"  # int8 builds always measure quality
+    s.manifest["reference"] = reference_quality(s.model, s.spec, s.host_lib, s.manifest,
+                                                dataset)
+
+
+def _int8_guard(s: BuildState) -> None:
+    s.manifest["quality"] = int8_guard(s.manifest, s.cfg, s.quant.report, original_psnr(
+        s.model, s.spec, s.manifest["reference"]["dataset"]))
+
+
+Step = tuple[str, Callable[[BuildFacts], bool], Callable[[BuildState], None]]
+
+# Every step of a build, in the order it runs, with the condition that selects it.
+STEPS: tuple[Step, ...] = (
+    ("load", lambda f: True, _load),
+    ("torch_passes", lambda f: f.dtype == "float32", _torch_passes),   # sub-pixel, merged heads
+    ("export", lambda f: f.dtype == "float32", _export),               # torch.export -> Relax
+    ("quantize_int8", lambda f: f.dtype == "int8", _quantize),         # traces the sub-pixel form
+    ("lower_int8", lambda f: f.dtype == "int8", _lower_int8),          # plan -> integer Relax
+    ("uint8_io", lambda f: f.io == "uint8", _uint8_io),
+    ("relax_passes", lambda f: True, _relax_passes),                   # passes.PIPELINE
+    ("tuning_database", lambda f: f.database, _tuning_database),
+    ("default_schedule", lambda f: f.cpu and f.default_schedule, _default_schedule),
+    ("compile", lambda f: True, _compile),
+    ("export_library", lambda f: True, _export_library),               # + the manifest
+    ("host_twin", lambda f: not f.on_host, _host_twin),
+    ("reference_quality", lambda f: f.reference, _reference_quality),
+    ("int8_guard", lambda f: f.dtype == "int8", _int8_guard),
+)
+_RUN = {name: run for name, _, run in STEPS}
+LOWERED = "relax_passes"  # the last step of ``lower``
+
+
+def steps_for(cfg: BuildConfig, tspec: target_registry.TargetSpec) -> list[str]:
+    """The steps a build runs: the ``STEPS`` whose condition holds, in their order."""
+    facts = BuildFacts.of(cfg, tspec)
+    return [name for name, when, _ in STEPS if when(facts)]
+
+
+def start(cfg: BuildConfig) -> BuildState:
+    """Resolve and check a build's names and sizes (one-line errors, nothing loaded)."""
     spec = get_spec(cfg.model)
     tspec = target_registry.get_target(cfg.target)
     target_registry.check_toolchain(tspec)
@@ -348,34 +378,25 @@ def lower(cfg: BuildConfig) -> Lowered:
         raise BuildError(f"unknown --io {cfg.io}: choose {' or '.join(IO_DTYPES)}")
     if cfg.dtype == "int8" and cfg.dynamic:
         raise BuildError("int8 builds need a static --size (the plan is per shape)")
-    target = target_registry.tvm_target(tspec)
-    model = load_model(cfg.model, cfg.weights)
-    radius = receptive_radius(spec)
     check_size(cfg.size)
-    if min(cfg.size) <= 2 * radius:
-        raise BuildError(f"--size {cfg.size[0]}x{cfg.size[1]} is too small for {cfg.model}: "
-                         f"tiles need more than twice the receptive radius ({radius} px)")
-    quant = None
-    if cfg.dtype == "int8":
-        quant = quantize_for_build(model, spec, cfg)
-        raw = lower_to_relax(quant[0], quant[1], (1, spec.channels, *cfg.size),
-                             signed=tspec.signed_int8)
-    else:
-        rewritten = run_torch_passes(model, DEFAULT_TORCH_PASSES)
-        raw = import_relax(export_program(rewritten, spec, cfg.size, cfg.dynamic))
-    if cfg.io == "uint8":
-        raw = uint8_io(raw)
     layout = cfg.layout or tspec.layout(cfg.dtype)
     if layout not in LAYOUTS:
         raise BuildError(f"unknown --layout {layout}: choose NCHW or NHWC")
-    names = cfg.passes or passes_for(target, layout, cfg.dtype)
-    dump = Path(cfg.dump_ir) if cfg.dump_ir else None
-    mod = run_passes(raw, target, names, dump / tspec.name if dump else None)
-    return Lowered(spec, tspec, target, model, radius, raw, quant, names, mod)
+    return BuildState(cfg, spec, tspec, target_registry.tvm_target(tspec), layout,
+                      steps_for(cfg, tspec))
+
+
+def lower(cfg: BuildConfig) -> BuildState:
+    """The steps up to ``relax_passes``: the module ``build`` compiles and ``tune`` tunes."""
+    state = start(cfg)
+    for name in state.steps[: state.steps.index(LOWERED) + 1]:
+        _RUN[name](state)
+    return state
 
 
 def build(cfg: BuildConfig) -> Path:
-    """Build a model for a target and write its artifact folder.
+    """Build a model for a target and write its artifact folder: ``lower``, then the rest
+    of ``steps_for(cfg)`` inside the folder being written.
 
     Returns:
         The artifact folder ``cfg.out/MODEL-TARGET-DTYPE`` (``-uint8io`` appended for
@@ -386,67 +407,11 @@ def build(cfg: BuildConfig) -> Path:
         cross compiler, unreadable tuning database, unsupported dtype).
     """
     t0 = time.time()
-    low = lower(cfg)
-    spec, tspec, target, model, radius = low.spec, low.tspec, low.target, low.model, low.radius
-    raw, quant, names, mod = low.raw, low.quant, low.passes, low.mod
-    db = tuning_dir(cfg, tspec.name)
-    use_db = cfg.use_tuning and (cfg.tuning_db or db.is_dir())
-    mcpu = target_cpu(target)
-    # This CPU's records only, unless the user named a database that has none for it.
-    own_only = bool(use_db) and tspec.kind == "llvm" and (
-        not cfg.tuning_db or record_cpus(db).get(mcpu, 0) > 0)
-    mod, tuning = apply_tuning(mod, target, db if use_db else None, mcpu if own_only else None)
-    if use_db:
-        tuning.update(provenance(db), warning=foreign_note(
-            db, mcpu, tune_command(cfg, tspec), own_only=own_only))
-    if cfg.default_schedule and tspec.kind == "llvm":
-        mod, tuning["default_scheduled"] = default_schedule(mod, target)
-    ex = compile_module(mod, target)
-    cuda = check_cuda_kernels(ex, target) if tspec.kind == "cuda" else None
-    name = f"{cfg.model}-{tspec.name}-{cfg.dtype}" + ("-uint8io" if cfg.io == "uint8" else "")
-    with atomic_dir(Path(cfg.out) / name) as tmp:
-        export_library(ex, tmp / "model.so", tspec)
-        manifest = {
-            "format": FORMAT_VERSION, "model": cfg.model, "scale": spec.scale,
-            "colour": spec.colour, "dtype": cfg.dtype, "receptive_radius": radius,
-            "input": {"shape": [1, spec.channels, *cfg.size], "dynamic": cfg.dynamic,
-                      "layout": "NCHW", "dtype": cfg.io,
-                      "range": [0.0, 255.0] if cfg.io == "uint8" else [0.0, 1.0]},
-            "output": {"dtype": cfg.io},
-            "target": {"name": tspec.name, "tvm": json.loads(str(target)),
-                       "arch": tspec.arch, "kind": tspec.kind},
-            "tvm_version": tvm.__version__, "tuning": tuning,
-            "conv_layout": "NHWC" if "layout_nhwc" in names else "NCHW",
-            "int8_storage": (None if quant is None else
-                             "int8 (uint8 shifted by -128)" if tspec.signed_int8 else "uint8"),
-            "torch_passes": DEFAULT_TORCH_PASSES if quant is None else ["subpixel_deconv",
-                                                                        "quantize_int8"],
-            "passes": names,
-            "library": {"file": "model.so", "sha256": sha256_file(tmp / "model.so")},
-            "build": {"config": {k: v for k, v in asdict(cfg).items() if k != "passes"},
-                      "seconds": None, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
-        }
-        host_lib = tmp / "model.so"
-        if tspec.name != "host":
-            host_target = target_registry.tvm_target(_host_spec())
-            host_mod = run_passes(raw, host_target, passes_for(host_target))
-            host_lib = tmp / "host.so"
-            export_library(compile_module(host_mod, host_target), host_lib, _host_spec())
-            manifest["host_library"] = {"file": "host.so", "sha256": sha256_file(host_lib),
-                                        "note": "untuned host twin, the reference for device "
-                                                "outputs"}
-        if cuda is not None:
-            manifest["cuda"] = cuda
-        if quant is not None:
-            manifest["quantization"] = quant[2]
-        # int8 builds always measure quality: the guard is not optional.
-        ref_dataset = cfg.reference_dataset or ("set5" if quant is not None else "")
-        if ref_dataset:
-            manifest["reference"] = reference_quality(model, spec, host_lib, manifest,
-                                                      ref_dataset)
-        if quant is not None:
-            manifest["quality"] = int8_guard(manifest, cfg, quant[2], original_psnr(
-                model, spec, manifest["reference"]["dataset"]))
-        manifest["build"]["seconds"] = round(time.time() - t0, 1)
-        write_json_atomic(tmp / MANIFEST, manifest)
-    return Path(cfg.out) / name
+    state = lower(cfg)
+    with atomic_dir(Path(cfg.out) / state.name) as tmp:
+        state.folder = tmp
+        for name in state.steps[state.steps.index(LOWERED) + 1:]:
+            _RUN[name](state)
+        state.manifest["build"]["seconds"] = round(time.time() - t0, 1)
+        write_json_atomic(tmp / MANIFEST, state.manifest)
+    return Path(cfg.out) / state.name

@@ -19,13 +19,8 @@ from pathlib import Path
 
 import targets as target_registry
 
-from .builder import (
-    BuildConfig,
-    BuildError,
-    lower,
-    open_database,
-    tuning_dir,
-)
+from .builder import BuildConfig, BuildError, lower
+from .database import open_database, tuning_dir
 from .provenance import RECORDS, WORKLOAD, record_cpu
 from .tune import check_database
 

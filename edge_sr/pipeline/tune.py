@@ -27,15 +27,10 @@ from pathlib import Path
 import tvm
 
 import targets as target_registry
+from runtime.threads import prepare
 
-from .builder import (
-    BuildConfig,
-    BuildError,
-    apply_tuning,
-    lower,
-    open_database,
-    tuning_dir,
-)
+from .builder import BuildConfig, BuildError, lower
+from .database import apply_tuning, open_database, tuning_dir
 from .provenance import (
     RECORDS,
     cpu_best,
@@ -379,6 +374,7 @@ def tune(cfg: TuneConfig, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
         raise BuildError(f"--timeout must be positive, not {cfg.timeout:g}")
     if cfg.number < 1:
         raise BuildError(f"--number must be at least 1, not {cfg.number}")
+    prepare()  # the measurement workers inherit TVM's pool settings from this process
     t0 = time.time()
     low = lower(replace(cfg.build, reference_dataset=""))
     tasks = ms.relax_integration.extract_tasks(low.mod, low.target)

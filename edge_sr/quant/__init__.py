@@ -1,8 +1,8 @@
 """Post-training int8 quantization for TVM Relax: calibrate, plan, fall back, lower.
 
-``quantize(model, spec, cfg)`` returns the traced graph, the plan (scales, int8 weights,
-layers kept float) and a report; ``lower_to_relax`` turns them into a Relax module with
-integer convolutions. See ``plan.py`` for the arithmetic.
+``quantize(model, spec, cfg)`` returns a ``Quantized``: the traced graph, the plan (scales,
+int8 weights, layers kept float) and a report; ``lower_to_relax`` turns them into a Relax
+module with integer convolutions. See ``plan.py`` for the arithmetic.
 """
 
 from __future__ import annotations
@@ -35,8 +35,24 @@ from .plan import (
     with_int16,
 )
 
-__all__ = ["QuantConfig", "QuantError", "QuantPlan", "calibration_crops", "lower_to_relax",
-           "quantize"]
+__all__ = ["QuantConfig", "QuantError", "QuantPlan", "Quantized", "calibration_crops",
+           "lower_to_relax", "quantize"]
+
+
+@dataclass
+class Quantized:
+    """What ``quantize`` returns.
+
+    Attributes:
+        gm: The traced deploy-form graph (deconvolutions in sub-pixel form).
+        plan: Its int8 plan: scales, int8 weights, 16-bit activations, float layers.
+        report: Calibration and fallback record (validation PSNRs, per-layer
+            sensitivity, layers kept float), written into the build's manifest.
+    """
+
+    gm: torch.fx.GraphModule
+    plan: QuantPlan
+    report: dict
 
 
 @dataclass
@@ -150,7 +166,7 @@ def _learned_acts(plan: QuantPlan, learned: dict) -> dict:
     return acts_from_state(learned)
 
 
-def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
+def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> Quantized:
     """Calibrate a deploy-form model and choose its int8 plan with float fallbacks.
 
     Fallback, while the validation drop exceeds the aim (half of the guard or of the
@@ -161,8 +177,8 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
     k steps in each stage).
 
     Returns:
-        ``(gm, plan, report)``; the report has the validation PSNRs (float, int8
-        simulation), per-layer sensitivity and the layers kept float.
+        The graph, its plan and the report (validation PSNRs of float and int8
+        simulation, per-layer sensitivity, the layers kept float).
     """
     if cfg.weight_rounding not in WEIGHT_ROUNDING:
         raise QuantError(f"unknown weight rounding {cfg.weight_rounding!r}; choose from "
@@ -245,4 +261,4 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> tuple:
                            sorted(sensitivity.items(), key=lambda kv: -kv[1])},
         "fallback_steps": history,
     }
-    return gm, plan, report
+    return Quantized(gm, plan, report)

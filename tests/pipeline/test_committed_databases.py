@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge_sr.pipeline.builder import TUNING_DIR, BuildConfig, apply_tuning, lower
+from edge_sr.pipeline.builder import BuildConfig, lower
+from edge_sr.pipeline.database import TUNING_DIR, apply_tuning
 from targets import TargetError, check_toolchain, get_target
 
 pytestmark = pytest.mark.slow  # each lowers a whole model build (up to a minute)

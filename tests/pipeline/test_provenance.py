@@ -102,14 +102,14 @@ def test_tune_records_its_measurer_and_build_warns_on_another_cpu(tmp_path):
 @pytest.mark.slow
 def test_a_committed_database_for_another_cpu_leaves_the_build_on_default_schedules(
         tmp_path, monkeypatch):
-    import edge_sr.pipeline.builder as builder
+    import edge_sr.pipeline.database as database
 
     cfg = BuildConfig(model="fsrcnn_tiny_x2", target="host", size=(32, 32),
                       reference_dataset="", out=str(tmp_path / "art"))
-    key = builder.tuning_key(cfg.model, "host", cfg.size, cfg.dtype)
+    key = database.tuning_key(cfg.model, "host", cfg.size, cfg.dtype)
     db = tmp_path / "tuning" / key
     tune(TuneConfig(build=BuildConfig(**{**cfg.__dict__, "tuning_db": str(db)}), trials=0))
-    monkeypatch.setattr(builder, "TUNING_DIR", tmp_path / "tuning")
+    monkeypatch.setattr(database, "TUNING_DIR", tmp_path / "tuning")
     mine = json.loads((build(cfg) / "manifest.json").read_text())["tuning"]
     assert mine["state"] == "tuned" and mine["warning"] is None
     text = (db / RECORDS).read_text()  # the same records, now another CPU's

@@ -199,10 +199,11 @@ def test_qat_checkpoint_is_a_deploy_form_that_loads(tmp_path):
     saved = torch.load(out, weights_only=True)["quant"]["acts"]
     cfg = QuantConfig(fallback=False, calib_images=16, report_culprits=False,
                       weight_rounding="nearest")
-    _, plan, report = quantize(model, MODELS["fsrcnn_tiny_x2"], cfg)
+    q = quantize(model, MODELS["fsrcnn_tiny_x2"], cfg)
+    plan, report = q.plan, q.report
     assert report["activation_scales"].startswith("learned")
     assert {n: q.scale for n, q in plan.acts.items()} == {n: v[0] for n, v in saved.items()}
-    _, calibrated, _ = quantize(load_model("fsrcnn_tiny_x2"), MODELS["fsrcnn_tiny_x2"], cfg)
+    calibrated = quantize(load_model("fsrcnn_tiny_x2"), MODELS["fsrcnn_tiny_x2"], cfg).plan
     moved = [n for n, v in saved.items() if not math.isclose(v[0], calibrated.acts[n].scale)]
     assert moved  # LSQ: the step sizes get gradients
     model.qat_acts = {k: v for k, v in list(saved.items())[1:]}
@@ -338,12 +339,13 @@ def test_fsrcnn_x2_meets_its_goal_with_16_bit_activations_and_no_float_layer():
     # float does not help (its input stays 8-bit), 16-bit activations do. Its goal
     # (0.05 dB) is tighter than the default guard (0.1): the fallback aims at half of it.
     spec = MODELS["fsrcnn_x2"]
-    gm, plan, rep = quantize(load_model("fsrcnn_x2").eval(), spec, QuantConfig())
+    q = quantize(load_model("fsrcnn_x2").eval(), spec, QuantConfig())
+    plan, rep = q.plan, q.report
     assert spec.int8_goal == 0.05 and rep["aim_db"] == pytest.approx(0.025)
     assert rep["int16_activations"] and not rep["float_layers"]
     assert rep["validation_psnr_float32"] - rep["validation_psnr_int8"] <= rep["aim_db"]
     loose = quantize(load_model("fsrcnn_x2").eval(), replace(spec, int8_goal=0.1),
-                     QuantConfig())[2]
+                     QuantConfig()).report
     assert loose["aim_db"] == pytest.approx(0.05)
     assert len(loose["int16_activations"]) < len(rep["int16_activations"])
     int16 = [n for n, q in plan.acts.items() if q.dtype == "int16"]

@@ -4,6 +4,7 @@ first."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -85,7 +86,7 @@ def _tvm_threads(extra_env: dict[str, str], probe: bool = False) -> tuple[int, i
     ``probe``, no pool before (TVM never grows a pool past the size it was created at)."""
     env = {k: v for k, v in os.environ.items() if k not in OURS}
     before = "0" if probe else "tvm.runtime.num_threads()"
-    code = ("import runtime, tvm; from runtime.threads import configure_pool; "
+    code = ("import tvm; from runtime.threads import configure_pool, prepare; prepare(); "
             f"before = {before}; print(before, configure_pool(probe={probe}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, **extra_env},
                          capture_output=True, text=True, check=True)
@@ -208,3 +209,24 @@ def test_a_pool_configured_quiet_can_grow_later():
                          text=True, check=True).stdout.split()
     cores = physical_cores()
     assert [int(n) for n in out[-3:]] == [cores, BUSY_THREADS_PER_CORE * cores, cores]
+
+
+def _env_after(code: str) -> dict[str, str]:
+    """The pool variables a fresh process holds after running ``code``."""
+    env = {k: v for k, v in os.environ.items() if k not in OURS}
+    probe = (f"; import json, os, sys; names = {OURS!r}; print(json.dumps("
+             "{k: os.environ[k] for k in names if k in os.environ}), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code + probe], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stderr.strip().splitlines()[-1])
+
+
+def test_importing_the_packages_leaves_the_environment_alone():
+    assert _env_after("import runtime, runtime.engine, edge_sr, edge_sr.pipeline, "
+                      "edge_sr.benchmark") == {}
+
+
+def test_the_cli_sets_the_pool_up_before_it_runs_a_command():
+    env = _env_after("from edge_sr.cli import main; main(['targets'])")
+    assert env["TVM_NUM_THREADS"] == str(THREADS_PER_CORE * physical_cores())
+    assert env["TVM_THREAD_POOL_SPIN_COUNT"] == "0"

@@ -1,0 +1,100 @@
+"""Tuning databases: where a build's database lives and how its schedules are applied.
+
+A database is MetaSchedule's JSON pair (``database_workload.json``,
+``database_tuning_record.json``) in ``targets/tuning/MODEL-TARGET-HxW-DTYPE``; its records
+carry the CPU they were measured on (``provenance``), and a build applies its own CPU's.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import tvm
+from tvm import relax
+from tvm.tirx import PrimFunc
+
+import targets as target_registry
+
+from .config import BuildConfig, BuildError
+from .default_schedule import is_scheduled
+from .provenance import RECORDS, WORKLOAD, cpu_records
+
+TUNING_DIR = Path(target_registry.__file__).resolve().parent / "tuning"
+
+
+def tuning_key(model: str, target: str, size: tuple[int, int], dtype: str) -> str:
+    """Folder name of the tuning database for one (model, target, shape, dtype)."""
+    return f"{model}-{target}-{size[0]}x{size[1]}-{dtype}"
+
+
+def tuning_dir(cfg: BuildConfig, target: str) -> Path:
+    """The database folder of a build: ``cfg.tuning_db``, else the committed one."""
+    key = tuning_key(cfg.model, target, cfg.size, cfg.dtype)
+    return Path(cfg.tuning_db) if cfg.tuning_db else TUNING_DIR / key
+
+
+def open_database(work: Path, allow_missing: bool = True):
+    """MetaSchedule's JSON database in folder ``work``, tensor intrinsics registered first.
+
+    A tensorized schedule names its intrinsic, which must be registered first: ours
+    (``vnni.DOTS``) cost nothing; TVM's (sdot) exist only once ``tvm.s_tir.tensor_intrin``
+    is imported, which parses hundreds of TVMScript functions (seconds), so that import
+    happens only for databases that name one of them.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    records = work / RECORDS
+    text = records.read_text() if records.is_file() else ""
+    if '"Tensorize"' in text:
+        from .vnni import DOTS, register_intrinsic
+
+        register_intrinsic()  # ours: two functions, little parsing to speak of
+        if text.count('"Tensorize"') > sum(text.count(f'"{d.intrin}"') for d in DOTS.values()):
+            import tvm.s_tir.tensor_intrin  # noqa: F401 - TVM's (sdot)
+    return ms.database.JSONDatabase(str(work / WORKLOAD), str(records),
+                                    allow_missing=allow_missing)
+
+
+def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
+                 db_path: Path | None, cpu: str | None = None) -> tuple[tvm.IRModule, dict]:
+    """Replace kernels by their tuned schedules from a MetaSchedule JSON database.
+
+    Args:
+        cpu: Apply only the records tuned for this ``mcpu`` (None: every record).
+            MetaSchedule itself takes a workload's fastest record whatever CPU measured it.
+
+    Returns:
+        The module and a tuning record: ``state`` (untuned/partial/tuned), kernel counts.
+    """
+    kernels = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, PrimFunc)]
+    if db_path is None:
+        return mod, {"state": "untuned", "database": None, "kernels": len(kernels), "tuned": 0}
+    work = Path(db_path)
+    files = [work / WORKLOAD, work / RECORDS]
+    if not all(f.is_file() for f in files):
+        raise BuildError(f"tuning database {work} lacks {files[0].name}/{files[1].name}")
+    with tempfile.TemporaryDirectory(prefix="edge-sr-db-") as tmp:
+        source = work
+        if cpu is not None:
+            cpu_records(work, cpu, Path(tmp))
+            source = Path(tmp)
+        try:
+            db = open_database(source, allow_missing=False)
+            # opt_level 3: below it the pass is skipped without a word.
+            with target, db, tvm.transform.PassContext(opt_level=3):
+                mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+        except Exception as exc:  # noqa: BLE001 - TVM raises plain errors for bad JSON
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            raise BuildError(f"tuning database {work} is unreadable: {first}") from None
+    tuned = sum(1 for f in mod.functions.values() if is_scheduled(f))
+    state = "tuned" if tuned == len(kernels) else ("partial" if tuned else "untuned")
+    return mod, {"state": state, "database": str(work), "kernels": len(kernels), "tuned": tuned,
+                 "records_for": cpu}
+
+
+def tune_command(cfg: BuildConfig, tspec: target_registry.TargetSpec) -> str:
+    """The command that tunes this build's database (on the board, for device targets)."""
+    return (f"edge-sr tune --target {tspec.name} --model {cfg.model} --size "
+            f"{cfg.size[0]}x{cfg.size[1]} --dtype {cfg.dtype}"
+            + (" --device HOST:PORT" if tspec.is_remote else "") + " --minutes 30")
