@@ -351,7 +351,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if not args.onnxruntime:
         print(json.dumps(prof) if args.json else format_profile(prof))
         return 0
-    from .harness.ort_profile import format_ort_profile, profile_onnxruntime
+    from .baselines.onnxrt_profile import format_ort_profile, profile_onnxruntime
 
     peer = profile_onnxruntime(args.artifact, args.repeat)
     print(json.dumps({"tvm": prof, "onnxruntime": peer}) if args.json else
