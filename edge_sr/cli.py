@@ -99,7 +99,8 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
     from .pipeline.builder import DEFAULT_MODEL, DEFAULT_SIZE
 
     p.add_argument("--target", default="arm", help="target name or alias (default arm = rpi4)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model (default {DEFAULT_MODEL})")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"registry name, MODULE:FACTORY or a .pt2 file (default {DEFAULT_MODEL})")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=parse_size, default=DEFAULT_SIZE,
                       help="static LR input HxW; larger images are tiled (default %(default)s)")
@@ -458,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "side by side; keep 1 on a small CPU)")
 
     p = sub.add_parser("eval", help="PSNR/SSIM of a model vs bicubic on a dataset")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True,
+                   help="registry name, MODULE:FACTORY or a .pt2 file")
     p.add_argument("--dataset", default="set5", help="name under shared/datasets or a folder")
     p.add_argument("--weights")
     p.add_argument("--limit", type=int, default=0, help="first N images only")
@@ -507,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_console_args(p, required=False)
 
     p = sub.add_parser("bench", help="latency of PyTorch, ONNX Runtime and TVM side by side")
-    p.add_argument("--model", nargs="+", default=["fsrcnn_x2"])
+    p.add_argument("--model", nargs="+", default=["fsrcnn_x2"],
+                   help="registry names, MODULE:FACTORY references or .pt2 files")
     p.add_argument("--target", default="host")
     p.add_argument("--size", type=parse_size, default=None,
                    help="LR input HxW (default 360x640; 180x320 for x4 models)")

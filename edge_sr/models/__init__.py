@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import external
 from .ecbsr import ECBSR
 from .fsrcnn import FSRCNN, FSRCNNTiny
 from .ghostsr import GhostSR, ghost_from_plain
@@ -47,6 +48,8 @@ class ModelSpec:
         int8_goal: Set5 PSNR drop (dB) the int8 fallback aims under, when tighter than
             the build's guard (the project's goals: 0.05 for FSRCNN and ECBSR, 0.1 for
             the rest).
+        source: For a model outside the registry, its ``--model`` reference
+            (``models.external``); empty for registry models.
     """
 
     name: str
@@ -56,6 +59,7 @@ class ModelSpec:
     deploy: Callable[[nn.Module], nn.Module] = _eval_copy
     family: str = ""
     int8_goal: float = 0.1
+    source: str = ""
 
     @property
     def channels(self) -> int:
@@ -106,8 +110,24 @@ class ModelError(ValueError):
     """A model name or checkpoint problem, with a one-line message."""
 
 
+_EXTERNAL: dict[str, ModelSpec] = {}
+
+
+def _external_spec(ref: str) -> ModelSpec:
+    """The spec of a model outside the registry, probed once per process."""
+    if ref not in _EXTERNAL:
+        make = external.factory(ref, ModelError)
+        scale, colour = external.probe(make, ref, ModelError)
+        _EXTERNAL[ref] = ModelSpec(external.safe_name(ref, set(MODELS)), make, scale, colour,
+                                   family="external", source=ref)
+    return _EXTERNAL[ref]
+
+
 def get_spec(name: str) -> ModelSpec:
-    """Look up a model variant, listing the valid names when it is unknown."""
+    """Look up a model variant (or resolve a ``MODULE:FACTORY`` / ``.pt2`` reference, see
+    ``models.external``), listing the valid names when it is unknown."""
+    if external.is_external(name):
+        return _external_spec(name)
     try:
         return MODELS[name]
     except KeyError:
@@ -116,13 +136,22 @@ def get_spec(name: str) -> ModelSpec:
         ) from None
 
 
+def _some(keys: list[str], shown: int = 4) -> str:
+    """``a, b, c, d and 5 more`` (or ``none``)."""
+    if not keys:
+        return "none"
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
 def load_model(name: str, weights: str | Path | None = None, deploy: bool = True,
                require_weights: bool = True) -> nn.Module:
     """Build a model and load its checkpoint.
 
     Args:
-        name: Registry name.
-        weights: Checkpoint path; defaults to the committed one.
+        name: Registry name, or an external reference (``models.external``).
+        weights: Checkpoint path; defaults to the committed one (an external model
+            keeps the weights its factory or file gives it).
         deploy: Return the inference form (eval mode, re-parameterized).
         require_weights: Raise if no checkpoint exists (else keep random init).
 
@@ -136,19 +165,27 @@ def load_model(name: str, weights: str | Path | None = None, deploy: bool = True
     model = spec.factory()
     path = Path(weights) if weights else spec.weights_path
     learned = None  # QAT's activation scales, when the checkpoint has them
-    if path.exists():
+    if spec.source and not weights:
+        pass  # an external model keeps the weights its factory or file gives it
+    elif path.exists():
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            state = ckpt["state_dict"] if "state_dict" in ckpt else ckpt
+            state = external.state_dict(ckpt)
             if ckpt.get("form") == "deploy-subpixel":  # written by `train --qat`
                 from .torch_passes import subpixel_deconv
 
                 model = subpixel_deconv(spec.deploy(model.eval()))
                 learned = ckpt.get("quant", {}).get("acts")
-            model.load_state_dict(state)
+            keys = model.load_state_dict(state, strict=False)
         except Exception as exc:  # noqa: BLE001 - one line for any unreadable/mismatched file
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = str(exc).strip().splitlines()
+            first = next((ln.strip() for ln in first if "size mismatch" in ln), first[0]
+                         if first else type(exc).__name__)
             raise ModelError(f"checkpoint {path} does not fit model {name}: {first}") from None
+        if keys.missing_keys or keys.unexpected_keys:
+            raise ModelError(f"checkpoint {path} does not fit model {name}: "
+                             f"missing {_some(keys.missing_keys)}; "
+                             f"unexpected {_some(keys.unexpected_keys)}")
     elif require_weights:
         raise ModelError(f"no checkpoint for model {name}: {path} does not exist "
                          f"(train one with `edge-sr train --model {name}`)")

@@ -7,6 +7,10 @@ from torch import nn
 
 from . import ModelSpec
 
+# A radius still growing with a probe this large means the output depends on the whole
+# input (global pooling, attention over the image): such a model cannot be tiled.
+MAX_PROBE = 384
+
 
 def receptive_radius(spec: ModelSpec, probe: int = 48, trials: int = 3) -> int:
     """LR-pixel radius of input that one output pixel depends on.
@@ -22,6 +26,9 @@ def receptive_radius(spec: ModelSpec, probe: int = 48, trials: int = 3) -> int:
 
     Returns:
         The radius in LR pixels.
+
+    Raises:
+        ValueError: The output depends on every input pixel (not tileable).
     """
     gen = torch.Generator().manual_seed(0)
     c, s = probe // 2, spec.scale
@@ -37,6 +44,10 @@ def receptive_radius(spec: ModelSpec, probe: int = 48, trials: int = 3) -> int:
     ys, xs = reach.nonzero(as_tuple=True)
     radius = int(max((ys - c).abs().max(), (xs - c).abs().max()))
     if radius >= c - 1:
+        if probe * 2 > MAX_PROBE:
+            raise ValueError(f"{spec.source or spec.name}: every output pixel depends on the "
+                             f"whole input (past {probe // 2} px: global pooling or "
+                             "attention?), so it cannot run in tiles")
         return receptive_radius(spec, probe * 2, trials)
     return radius
 

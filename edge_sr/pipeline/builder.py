@@ -198,9 +198,10 @@ class BuildState:
 
     @property
     def name(self) -> str:
-        """The artifact folder's name: ``MODEL-TARGET-DTYPE[-uint8io]``."""
+        """The artifact folder's name: ``MODEL-TARGET-DTYPE[-uint8io]`` (an external
+        model's file-safe name, ``models.external``)."""
         cfg = self.cfg
-        return (f"{cfg.model}-{self.tspec.name}-{cfg.dtype}"
+        return (f"{self.spec.name}-{self.tspec.name}-{cfg.dtype}"
                 + ("-uint8io" if cfg.io == "uint8" else ""))
 
 
@@ -229,7 +230,10 @@ class BuildFacts:
 
 def _load(s: BuildState) -> None:
     s.model = load_model(s.cfg.model, s.cfg.weights)
-    s.radius = receptive_radius(s.spec)
+    try:
+        s.radius = receptive_radius(s.spec)
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
     if min(s.cfg.size) <= 2 * s.radius:
         raise BuildError(f"--size {s.cfg.size[0]}x{s.cfg.size[1]} is too small for "
                          f"{s.cfg.model}: tiles need more than twice the receptive radius "

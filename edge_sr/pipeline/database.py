@@ -16,6 +16,7 @@ from tvm.tirx import PrimFunc
 
 import targets as target_registry
 
+from ..models import get_spec
 from .config import BuildConfig, BuildError
 from .default_schedule import is_scheduled
 from .provenance import RECORDS, WORKLOAD, cpu_records
@@ -30,7 +31,7 @@ def tuning_key(model: str, target: str, size: tuple[int, int], dtype: str) -> st
 
 def tuning_dir(cfg: BuildConfig, target: str) -> Path:
     """The database folder of a build: ``cfg.tuning_db``, else the committed one."""
-    key = tuning_key(cfg.model, target, cfg.size, cfg.dtype)
+    key = tuning_key(get_spec(cfg.model).name, target, cfg.size, cfg.dtype)
     return Path(cfg.tuning_db) if cfg.tuning_db else TUNING_DIR / key
 
 

@@ -189,8 +189,10 @@ def check_supported(gm: fx.GraphModule) -> None:
     """Raise ``QuantError`` naming the first op the quantizer does not support."""
     for node in gm.graph.nodes:
         if kind(gm, node) == "unsupported":
-            what = type(module_of(gm, node)).__name__ if node.op == "call_module" else node.target
-            raise QuantError(f"int8: unsupported op {what} at node {node.name}")
+            what = (type(module_of(gm, node)).__name__ if node.op == "call_module" else
+                    getattr(node.target, "__name__", str(node.target)))
+            raise QuantError(f"int8: unsupported op {what} at node {node.name} (build it "
+                             "as float32)")
 
 
 def calibrate(gm: fx.GraphModule, batches: list[torch.Tensor]) -> dict[str, Reservoir]:

@@ -1,0 +1,188 @@
+"""Models from outside the registry (``--model MODULE:FACTORY`` or a ``.pt2`` file): what
+the registry knows is probed from the model, and they build and run like zoo models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge_sr.models import ModelError, get_spec, load_model
+
+HERE = "tests.models.test_external"
+
+
+class ESPCN(nn.Module):
+    """Shi et al.'s sub-pixel network: two tanh convs, then a conv to s^2*C, pixel shuffle."""
+
+    def __init__(self, scale: int, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, 32, 5, padding=2), nn.Tanh(),
+                                  nn.Conv2d(32, 16, 3, padding=1), nn.Tanh(),
+                                  nn.Conv2d(16, channels * scale * scale, 3, padding=1))
+        self.shuffle = nn.PixelShuffle(scale)
+
+    def forward(self, x):
+        return self.shuffle(self.body(x))
+
+
+class SplitAttention(nn.Module):
+    """An IMDN-like block: channel split (one part refined, one kept), concat, pixel
+    attention (PAN), residual, sub-pixel x2 upsampler."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Conv2d(1, 16, 3, padding=1)
+        self.refine = nn.Conv2d(8, 8, 3, padding=1)
+        self.attention = nn.Conv2d(16, 16, 1)
+        self.tail = nn.Conv2d(16, 4, 3, padding=1)
+
+    def forward(self, x):
+        f = F.leaky_relu(self.head(x), 0.05)
+        kept, rest = torch.split(f, 8, dim=1)
+        g = torch.cat([kept, F.leaky_relu(self.refine(rest), 0.05)], dim=1)
+        g = g * torch.sigmoid(self.attention(g)) + f
+        return F.pixel_shuffle(self.tail(g), 2)
+
+
+class GlobalPool(nn.Module):
+    """Channel attention over the whole image: cannot be tiled."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return F.pixel_shuffle(y * torch.sigmoid(y.mean((2, 3), keepdim=True)), 2)
+
+
+def _seeded(make):
+    def factory():
+        torch.manual_seed(0)
+        return make().eval()
+    return factory
+
+
+espcn = _seeded(lambda: ESPCN(2, 1))
+rgb_x3 = _seeded(lambda: ESPCN(3, 3))
+split_attention = _seeded(SplitAttention)
+global_pool = _seeded(GlobalPool)
+not_a_module = lambda: 3  # noqa: E731
+
+
+@pytest.mark.parametrize("factory, scale, colour", [("espcn", 2, "y"), ("rgb_x3", 3, "rgb"),
+                                                    ("split_attention", 2, "y")])
+def test_scale_and_colour_are_probed(factory, scale, colour):
+    spec = get_spec(f"{HERE}:{factory}")
+    assert (spec.scale, spec.colour, spec.name) == (scale, colour, factory)
+    assert spec.source == f"{HERE}:{factory}"
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("no_such_module_here:make", "cannot import no_such_module_here"),
+    (f"{HERE}:nothing", "has no callable 'nothing'"),
+    (f"{HERE}:not_a_module", "not an nn.Module"),
+    ("missing.pt2", "no torch.export file"),
+])
+def test_a_bad_reference_is_one_line(ref, message):
+    with pytest.raises(ModelError, match=message) as exc:
+        get_spec(ref)
+    assert "\n" not in str(exc.value)
+
+
+def _pt2(tmp_path, dynamic: bool):
+    model, x = espcn(), torch.rand(1, 1, 40, 48)
+    shapes = ({2: torch.export.Dim("h", min=8, max=512), 3: torch.export.Dim("w", min=8,
+                                                                            max=512)},)
+    path = tmp_path / ("dyn.pt2" if dynamic else "static.pt2")
+    torch.export.save(torch.export.export(model, (x,), dynamic_shapes=shapes if dynamic
+                                          else None), str(path))
+    return path
+
+
+def test_a_pt2_program_with_dynamic_size_is_a_model(tmp_path):
+    path = _pt2(tmp_path, dynamic=True)
+    spec = get_spec(str(path))
+    assert (spec.scale, spec.colour, spec.name) == (2, "y", "dyn")
+    x = torch.rand(1, 1, 20, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(str(path))(x), espcn()(x))
+
+
+def test_a_pt2_program_of_one_size_says_to_export_dynamic_sizes(tmp_path):
+    with pytest.raises(ModelError, match="dynamic height and width"):
+        get_spec(str(_pt2(tmp_path, dynamic=False)))
+
+
+@pytest.mark.parametrize("wrap", [lambda sd: sd, lambda sd: {"state_dict": sd},
+                                  lambda sd: {"params_ema": sd, "params": {}},
+                                  lambda sd: {"params": sd}])
+def test_weights_load_from_our_plain_and_basicsr_checkpoints(tmp_path, wrap):
+    trained = ESPCN(2, 1)
+    torch.save(wrap(trained.state_dict()), tmp_path / "w.pth")
+    model = load_model(f"{HERE}:espcn", tmp_path / "w.pth")
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), trained.eval()(x))
+
+
+def test_a_checkpoint_that_does_not_fit_names_the_keys(tmp_path):
+    state = ESPCN(2, 1).state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    del state["body.0.bias"]
+    torch.save(state, tmp_path / "w.pth")
+    with pytest.raises(ModelError, match=r"missing body\.0\.bias; unexpected extra\.weight"):
+        load_model(f"{HERE}:espcn", tmp_path / "w.pth")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ref", [f"{HERE}:split_attention", f"{HERE}:rgb_x3", "pt2"])
+def test_builds_for_the_host_and_computes_what_pytorch_does(tmp_path, ref):
+    from edge_sr.pipeline import BuildConfig, build
+    from runtime.engine import load_local
+
+    ref = str(_pt2(tmp_path, dynamic=True)) if ref == "pt2" else ref
+    art = build(BuildConfig(model=ref, target="host", size=(32, 40), out=str(tmp_path / "a"),
+                            reference_dataset=""))
+    spec = get_spec(ref)
+    assert art.name == f"{spec.name}-host-float32"
+    assert json.loads((art / "manifest.json").read_text())["model"] == ref
+    x = np.random.default_rng(0).random((1, spec.channels, 32, 40), dtype=np.float32)
+    engine = load_local(art)
+    import tvm
+
+    got = engine.func(tvm.runtime.tensor(x, engine.device)).numpy()
+    with torch.no_grad():
+        want = load_model(ref)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_a_model_that_sees_the_whole_image_is_refused_in_one_line(tmp_path):
+    from edge_sr.pipeline import BuildConfig, BuildError, build
+
+    with pytest.raises(BuildError, match="cannot run in tiles"):
+        build(BuildConfig(model=f"{HERE}:global_pool", target="host", size=(32, 32),
+                          out=str(tmp_path), reference_dataset=""))
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_eval_scores_an_external_model():
+    from edge_sr.evaluate import EvalConfig, evaluate
+
+    res = evaluate(EvalConfig(f"{HERE}:espcn", "set5"))
+    assert res["mean"]["psnr"] > 0 and len(res["images"]) == 5
+
+
+@pytest.mark.slow
+def test_int8_of_an_op_the_quantizer_lacks_names_it_in_one_line(tmp_path):
+    from edge_sr.pipeline import BuildConfig, BuildError, build
+
+    with pytest.raises(BuildError, match="unsupported op leaky_relu at node leaky_relu "):
+        build(BuildConfig(model=f"{HERE}:split_attention", target="host", size=(32, 32),
+                          dtype="int8", out=str(tmp_path)))
+    assert not any(tmp_path.iterdir())
