@@ -166,44 +166,69 @@ def _learned_acts(plan: QuantPlan, learned: dict) -> dict:
     return acts_from_state(learned)
 
 
-def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> Quantized:
-    """Calibrate a deploy-form model and choose its int8 plan with float fallbacks.
+@dataclass
+class Calibrated:
+    """The traced graph with its activation ranges (``calibrate_graph``)."""
 
-    Fallback, while the validation drop exceeds the aim (half of the guard or of the
-    model's ``int8_goal``, the tighter): first activation
-    tensors go to 16 bits, in the order of their gain (each measured once alone); then
-    every layer's leave-one-out gain (dB recovered by keeping it float) is measured once
-    and layers join the float set in that order (n + k simulations for n candidates and
-    k steps in each stage).
+    gm: torch.fx.GraphModule
+    stats: dict
+    batches: list[torch.Tensor]
+    learned: dict | None  # a `train --qat` checkpoint's activation scales
+    equalized: int
+    crops: int
 
-    Returns:
-        The graph, its plan and the report (validation PSNRs of float and int8
-        simulation, per-layer sensitivity, the layers kept float).
-    """
-    if cfg.weight_rounding not in WEIGHT_ROUNDING:
-        raise QuantError(f"unknown weight rounding {cfg.weight_rounding!r}; choose from "
-                         f"{', '.join(WEIGHT_ROUNDING)}")
-    learned = getattr(model, "qat_acts", None)  # a `train --qat` checkpoint
+
+@dataclass
+class Fallback:
+    """What the fallback chose (``fall_back``): the final plan and its history."""
+
+    plan: QuantPlan
+    aim: float
+    psnr_float: float
+    psnr_int8: float
+    int16: list[str]
+    gain16: dict[str, float]
+    sensitivity: dict[str, float]
+    history: list[dict]
+    validation_images: int
+
+
+def calibrate_graph(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> Calibrated:
+    """Trace the sub-pixel deploy form, calibrate it on training crops, equalize
+    cross-layer ranges (not for a QAT checkpoint: it trained equalized) and calibrate
+    again."""
+    learned = getattr(model, "qat_acts", None)
     gm = trace(subpixel_deconv(model))
     lr, _ = calibration_crops(tuple(cfg.datasets), spec.scale, spec.colour, cfg.crop,
                               cfg.calib_images, cfg.seed)
     batches = [torch.from_numpy(lr[i : i + 16].copy()) for i in range(0, len(lr), 16)]
     stats = calibrate(gm, batches)
-    # A QAT checkpoint was trained equalized, through its own scales: keep both.
     equalized = equalize(gm, stats, cfg.equalize_alpha) if cfg.equalize and not learned else 0
     if equalized:
         stats = calibrate(gm, batches)  # ranges moved: measure again
-    plan = make_plan(gm, stats, cfg.observer, symmetric=cfg.symmetric)
-    if learned:
-        plan.acts = _learned_acts(plan, learned)
+    return Calibrated(gm, stats, batches, learned, equalized, int(len(lr)))
+
+
+def plan_weights(cal: Calibrated, cfg: QuantConfig) -> tuple[QuantPlan, str]:
+    """The int8 plan (activation scales, rounded weights) and the weight rounding used."""
+    plan = make_plan(cal.gm, cal.stats, cfg.observer, symmetric=cfg.symmetric)
+    if cal.learned:
+        plan.acts = _learned_acts(plan, cal.learned)
     # QAT trained its weights through nearest rounding: GPTQ would undo that adaptation
     # (measured on FSRCNN x2: Set5 int8 34.57 dB with GPTQ, 34.74 nearest).
-    rounding = "nearest" if learned else cfg.weight_rounding
+    rounding = "nearest" if cal.learned else cfg.weight_rounding
     if rounding == "gptq":
-        hessians = conv_hessians(gm, batches, cfg.seed)
+        hessians = conv_hessians(cal.gm, cal.batches, cfg.seed)
         for name, (_, scale) in plan.weights.items():
-            conv = gm.get_submodule(layer_path(gm, name))
+            conv = cal.gm.get_submodule(layer_path(cal.gm, name))
             plan.weights[name] = (gptq_weights(conv, scale, hessians[name]), scale)
+    return plan, rounding
+
+
+def fall_back(cal: Calibrated, plan: QuantPlan, spec: ModelSpec, cfg: QuantConfig) -> Fallback:
+    """16-bit activations, then float layers, while the validation drop exceeds the aim
+    (see ``quantize``)."""
+    gm = cal.gm
     pairs = validation_pairs(cfg.validation, spec.scale, spec.colour, cfg.val_images)
 
     def psnr_of(p: QuantPlan) -> float:
@@ -221,12 +246,12 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> Quantized:
 
     history = [step()]
     if cfg.fallback and cfg.int16_fallback and psnr_float - psnr_int8 > aim:
-        gain16 = {t: psnr_of(with_int16(plan, stats, [t])) - psnr_int8
+        gain16 = {t: psnr_of(with_int16(plan, cal.stats, [t])) - psnr_int8
                   for t in int16_candidates(gm, plan)}
         for t in sorted(gain16, key=gain16.get, reverse=True):
             if psnr_float - psnr_int8 <= aim or gain16[t] <= 0:
                 break
-            plan = with_int16(plan, stats, [t])
+            plan = with_int16(plan, cal.stats, [t])
             int16.append(t)
             psnr_int8 = psnr_of(plan)
             history.append(step())
@@ -243,22 +268,52 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> Quantized:
         plan.float_layers.add(name)
         psnr_int8 = psnr_of(plan)
         history.append(step())
-    report = {
+    return Fallback(plan, aim, psnr_float, psnr_int8, int16, gain16, sensitivity, history,
+                    len(pairs))
+
+
+def _report(cal: Calibrated, fb: Fallback, rounding: str, spec: ModelSpec,
+            cfg: QuantConfig) -> dict:
+    gm = cal.gm
+    return {
         "observer": cfg.observer,
         "activations": "symmetric int8/uint8" if cfg.symmetric else "asymmetric uint8",
-        "activation_scales": "learned (QAT checkpoint)" if learned else "calibrated",
-        "calibration_crops": int(len(lr)), "crop": cfg.crop, "equalized_pairs": equalized,
+        "activation_scales": "learned (QAT checkpoint)" if cal.learned else "calibrated",
+        "calibration_crops": cal.crops, "crop": cfg.crop, "equalized_pairs": cal.equalized,
         "weight_rounding": rounding,
-        "validation": f"{cfg.validation}: {len(pairs)} whole images",
-        "goal_db": spec.int8_goal, "aim_db": aim,
-        "validation_psnr_float32": psnr_float, "validation_psnr_int8": psnr_int8,
+        "validation": f"{cfg.validation}: {fb.validation_images} whole images",
+        "goal_db": spec.int8_goal, "aim_db": fb.aim,
+        "validation_psnr_float32": fb.psnr_float, "validation_psnr_int8": fb.psnr_int8,
         "layers": len(conv_layers(gm)),
-        "float_layers": sorted(layer_path(gm, n) for n in plan.float_layers),
-        "int16_activations": [layer_path(gm, n) for n in int16],
+        "float_layers": sorted(layer_path(gm, n) for n in fb.plan.float_layers),
+        "int16_activations": [layer_path(gm, n) for n in fb.int16],
         "int16_gain_db": {layer_path(gm, n): round(g, 4) for n, g in
-                          sorted(gain16.items(), key=lambda kv: -kv[1])},
+                          sorted(fb.gain16.items(), key=lambda kv: -kv[1])},
         "sensitivity_db": {layer_path(gm, n): round(g, 4) for n, g in
-                           sorted(sensitivity.items(), key=lambda kv: -kv[1])},
-        "fallback_steps": history,
+                           sorted(fb.sensitivity.items(), key=lambda kv: -kv[1])},
+        "fallback_steps": fb.history,
     }
-    return Quantized(gm, plan, report)
+
+
+def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> Quantized:
+    """Calibrate a deploy-form model and choose its int8 plan with float fallbacks:
+    ``calibrate_graph``, ``plan_weights``, ``fall_back``.
+
+    Fallback, while the validation drop exceeds the aim (half of the guard or of the
+    model's ``int8_goal``, the tighter): first activation
+    tensors go to 16 bits, in the order of their gain (each measured once alone); then
+    every layer's leave-one-out gain (dB recovered by keeping it float) is measured once
+    and layers join the float set in that order (n + k simulations for n candidates and
+    k steps in each stage).
+
+    Returns:
+        The graph, its plan and the report (validation PSNRs of float and int8
+        simulation, per-layer sensitivity, the layers kept float).
+    """
+    if cfg.weight_rounding not in WEIGHT_ROUNDING:
+        raise QuantError(f"unknown weight rounding {cfg.weight_rounding!r}; choose from "
+                         f"{', '.join(WEIGHT_ROUNDING)}")
+    cal = calibrate_graph(model, spec, cfg)
+    plan, rounding = plan_weights(cal, cfg)
+    fb = fall_back(cal, plan, spec, cfg)
+    return Quantized(cal.gm, fb.plan, _report(cal, fb, rounding, spec, cfg))
