@@ -186,3 +186,15 @@ def test_int8_of_an_op_the_quantizer_lacks_names_it_in_one_line(tmp_path):
         build(BuildConfig(model=f"{HERE}:split_attention", target="host", size=(32, 32),
                           dtype="int8", out=str(tmp_path)))
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.device
+def test_runs_on_the_emulated_pi_equal_to_the_host_module(tmp_path):
+    from edge_sr.harness import BenchConfig, bench_device
+    from edge_sr.pipeline import BuildConfig, build
+
+    art = build(BuildConfig(model=f"{HERE}:split_attention", target="rpi4", size=(48, 48),
+                            out=str(tmp_path), reference_dataset=""))
+    summary = bench_device(BenchConfig(str(art), limit=1, repeat=1))["summary"]
+    assert summary["max_abs_diff_vs_host_tvm"] <= 1e-5
+    assert summary["psnr_vs_torch"] > 50  # tiled on the device, exact but for rounding
