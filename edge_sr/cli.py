@@ -123,6 +123,9 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
                    help="activation range observer (default mse)")
     q.add_argument("--calib-images", type=int, default=64,
                    help="calibration crops from the training sets (default 64)")
+    q.add_argument("--calib", metavar="DIR", default="",
+                   help="calibrate on this image folder (or dataset name) instead of the "
+                        "training sets")
     q.add_argument("--max-psnr-drop", type=float, default=0.1,
                    help="fail when int8 loses more Set5 PSNR than this (dB, default 0.1)")
     q.add_argument("--no-fallback", dest="fallback", action="store_false",
@@ -141,7 +144,8 @@ def build_config(args: argparse.Namespace):
                        dtype=args.dtype, tuning_db=args.tuning_db, out=args.out,
                        dump_ir=args.dump_ir, weights=args.weights,
                        reference_dataset=args.reference_dataset, observer=args.observer,
-                       calib_images=args.calib_images, max_psnr_drop=args.max_psnr_drop,
+                       calib_images=args.calib_images, calib=args.calib,
+                       max_psnr_drop=args.max_psnr_drop,
                        fallback=args.fallback, layout=args.layout, io=args.io)
 
 

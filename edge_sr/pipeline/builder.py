@@ -105,8 +105,9 @@ def quantize_for_build(model: torch.nn.Module, spec: ModelSpec, cfg: BuildConfig
     from ..quant import QuantConfig, QuantError, quantize
 
     try:
+        calib = {"datasets": (cfg.calib,)} if cfg.calib else {}
         return quantize(model, spec, QuantConfig(observer=cfg.observer,
-                                                 calib_images=cfg.calib_images,
+                                                 calib_images=cfg.calib_images, **calib,
                                                  max_drop=cfg.max_psnr_drop,
                                                  fallback=cfg.fallback))
     except QuantError as exc:

@@ -32,6 +32,7 @@ class BuildConfig:
         passes: Relax pass names (default: the target's default list).
         observer: int8 calibration observer (minmax, percentile, mse).
         calib_images: int8 calibration crops from the training sets.
+        calib: int8 calibration images: a folder or dataset name ('': the training sets).
         max_psnr_drop: int8 guard: largest allowed Set5 PSNR drop vs float32 (dB).
         fallback: Let sensitive layers stay float (False: full int8).
         enforce_guard: Fail an int8 build past ``max_psnr_drop`` (False: record only).
@@ -59,6 +60,7 @@ class BuildConfig:
     passes: list[str] = field(default_factory=list)
     observer: str = "mse"
     calib_images: int = 64
+    calib: str = ""
     max_psnr_drop: float = 0.1
     fallback: bool = True
     enforce_guard: bool = True

@@ -68,7 +68,16 @@ def _seeded(make):
     return factory
 
 
+class ReluESPCN(ESPCN):
+    """ESPCN with ReLUs: every op in it is one the int8 quantizer covers."""
+
+    def __init__(self):
+        super().__init__(2, 1)
+        self.body[1], self.body[3] = nn.ReLU(), nn.ReLU()
+
+
 espcn = _seeded(lambda: ESPCN(2, 1))
+relu_espcn = _seeded(ReluESPCN)
 rgb_x3 = _seeded(lambda: ESPCN(3, 3))
 split_attention = _seeded(SplitAttention)
 global_pool = _seeded(GlobalPool)
@@ -198,3 +207,24 @@ def test_runs_on_the_emulated_pi_equal_to_the_host_module(tmp_path):
     summary = bench_device(BenchConfig(str(art), limit=1, repeat=1))["summary"]
     assert summary["max_abs_diff_vs_host_tvm"] <= 1e-5
     assert summary["psnr_vs_torch"] > 50  # tiled on the device, exact but for rounding
+
+
+@pytest.mark.slow
+def test_int8_calibrates_on_the_users_folder(tmp_path):
+    import shutil
+
+    from edge_sr.data.datasets import DatasetError, list_images
+    from edge_sr.pipeline import BuildConfig, build
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for f in list_images("t91")[:4]:
+        shutil.copy(f, calib / f.name)
+    cfg = BuildConfig(model=f"{HERE}:relu_espcn", target="host", size=(32, 32), dtype="int8",
+                      out=str(tmp_path / "a"), calib=str(calib), calib_images=8,
+                      max_psnr_drop=50)
+    manifest = json.loads((build(cfg) / "manifest.json").read_text())
+    assert manifest["quantization"]["calibration_data"] == [str(calib)]
+    assert manifest["quality"]["dataset"] == "set5"  # the same guard as every int8 build
+    with pytest.raises(DatasetError):
+        build(BuildConfig(**{**cfg.__dict__, "calib": str(tmp_path / "none")}))
