@@ -178,9 +178,8 @@ def load_model(name: str, weights: str | Path | None = None, deploy: bool = True
                 learned = ckpt.get("quant", {}).get("acts")
             keys = model.load_state_dict(state, strict=False)
         except Exception as exc:  # noqa: BLE001 - one line for any unreadable/mismatched file
-            first = str(exc).strip().splitlines()
-            first = next((ln.strip() for ln in first if "size mismatch" in ln), first[0]
-                         if first else type(exc).__name__)
+            first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln),
+                         external.first_line(exc))
             raise ModelError(f"checkpoint {path} does not fit model {name}: {first}") from None
         if keys.missing_keys or keys.unexpected_keys:
             raise ModelError(f"checkpoint {path} does not fit model {name}: "

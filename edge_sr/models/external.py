@@ -46,7 +46,8 @@ def is_external(ref: str) -> bool:
     return ref.endswith(PT2) or ":" in ref
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's first line of text (its type's name when it has none)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -68,7 +69,7 @@ def factory(ref: str, error: type[Exception]) -> Callable[[], nn.Module]:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any failure to import is the user's to fix
-        raise error(f"--model {ref}: cannot import {module_name}: {_first_line(exc)}") from None
+        raise error(f"--model {ref}: cannot import {module_name}: {first_line(exc)}") from None
     make = getattr(module, attr, None)
     if not callable(make):
         raise error(f"--model {ref}: {module_name} has no callable {attr!r} "
@@ -93,7 +94,7 @@ def probe(make: Callable[[], nn.Module], ref: str, error: type[Exception]) -> tu
             with torch.no_grad():
                 y = model(torch.rand(1, channels, h, w))
         except Exception as exc:  # noqa: BLE001 - the wrong channel count fails in any way
-            why = _first_line(exc)
+            why = first_line(exc)
             continue
         y = y[0] if isinstance(y, (tuple, list)) else y
         scale = y.shape[-1] // w

@@ -30,13 +30,13 @@ from ..quant import Quantized
 from ..quant.lower import lower_to_relax
 from .config import DEFAULT_MODEL, DEFAULT_SIZE, IO_DTYPES, BuildConfig, BuildError
 from .cuda import check_cuda_kernels
-from .database import TUNING_DIR, apply_tuning, tune_command, tuning_dir, tuning_key
+from .database import apply_tuning, tune_command, tuning_dir
 from .default_schedule import default_schedule
 from .passes import LAYOUTS, passes_for, run_passes, uint8_io
 from .provenance import foreign_note, provenance, record_cpus, target_cpu
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_SIZE", "STEPS", "TUNING_DIR", "BuildConfig", "BuildError",
-           "BuildState", "build", "lower", "steps_for", "tuning_dir", "tuning_key"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_SIZE", "STEPS", "BuildConfig", "BuildError", "BuildState",
+           "build", "lower", "steps_for"]
 
 
 def export_program(model: torch.nn.Module, spec: ModelSpec, size: tuple[int, int],
@@ -186,7 +186,6 @@ class BuildState:
     model: torch.nn.Module | None = None
     radius: int = 0
     quant: Quantized | None = None
-    program: torch.export.ExportedProgram | None = None
     raw: tvm.IRModule | None = None  # imported (and I/O-wrapped), before the Relax passes
     passes: list[str] = field(default_factory=list)
     mod: tvm.IRModule | None = None
