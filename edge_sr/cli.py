@@ -94,6 +94,15 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def add_model_hints(p: argparse.ArgumentParser) -> None:
+    """``--scale``/``--colour``: what a model from outside the registry is, where probing it
+    is ambiguous (a network that takes 1 and 3 channels alike)."""
+    p.add_argument("--scale", type=int, help="the model's upscaling factor (checked against "
+                   "a probe call; default: read from it)")
+    p.add_argument("--colour", choices=["y", "rgb"],
+                   help="luma or RGB model (default: the channel count its probe call takes)")
+
+
 def add_build_args(p: argparse.ArgumentParser) -> None:
     """The arguments of ``edge-sr build`` and ``compile/build.py``."""
     from .pipeline.builder import DEFAULT_MODEL, DEFAULT_SIZE
@@ -101,6 +110,7 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default="arm", help="target name or alias (default arm = rpi4)")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"registry name, MODULE:FACTORY or a .pt2 file (default {DEFAULT_MODEL})")
+    add_model_hints(p)
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=parse_size, default=DEFAULT_SIZE,
                       help="static LR input HxW; larger images are tiled (default %(default)s)")
@@ -245,7 +255,9 @@ def cmd_build(args: argparse.Namespace) -> int:
               f"{qual['psnr_int8']:.3f} dB (drop {qual['drop']:.3f} <= {qual['max_drop']}"
               f"{_goal_note(qual)}); "
               f"16-bit activations: {', '.join(qual.get('int16_activations', [])) or 'none'}; "
-              f"float layers: {', '.join(qual['float_layers']) or 'none'}")
+              f"float layers: {', '.join(qual['float_layers']) or 'none'}"
+              + (f"; ops run in float32: {', '.join(qual['float_ops'])}"
+                 if qual.get("float_ops") else ""))
     return 0
 
 
@@ -465,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="PSNR/SSIM of a model vs bicubic on a dataset")
     p.add_argument("--model", required=True,
                    help="registry name, MODULE:FACTORY or a .pt2 file")
+    add_model_hints(p)
     p.add_argument("--dataset", default="set5", help="name under shared/datasets or a folder")
     p.add_argument("--weights")
     p.add_argument("--limit", type=int, default=0, help="first N images only")
@@ -515,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="latency of PyTorch, ONNX Runtime and TVM side by side")
     p.add_argument("--model", nargs="+", default=["fsrcnn_x2"],
                    help="registry names, MODULE:FACTORY references or .pt2 files")
+    add_model_hints(p)
     p.add_argument("--target", default="host")
     p.add_argument("--size", type=parse_size, default=None,
                    help="LR input HxW (default 360x640; 180x320 for x4 models)")
@@ -587,11 +601,23 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             FileNotFoundError)
 
 
+def _declare_models(args: argparse.Namespace) -> None:
+    """Apply ``--scale``/``--colour`` to the models a command names (``models.declare``)."""
+    scale, colour = getattr(args, "scale", None), getattr(args, "colour", None)
+    if scale is None and colour is None:
+        return
+    from .models import declare
+
+    for ref in args.model if isinstance(args.model, list) else [args.model]:
+        declare(ref, scale, colour)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``edge-sr`` and ``python -m edge_sr``."""
     args = build_parser().parse_args(argv)
     prepare()  # TVM's pool and MetaSchedule's workers: one thread per core, workers sleep
     try:
+        _declare_models(args)
         return COMMANDS[args.command](args)
     except _user_errors() as exc:
         print(f"edge-sr {args.command}: error: {exc}", file=sys.stderr)

@@ -95,7 +95,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     model = load_model(cfg.model, cfg.weights)
     pairs = load_pairs(cfg.dataset, spec.scale, spec.colour, cfg.limit)
     result = evaluate_module(model, spec, pairs)
-    return {"model": cfg.model, "dataset": str(cfg.dataset), "scale": spec.scale, **result}
+    return {"model": cfg.model, "dataset": str(cfg.dataset), "scale": spec.scale,
+            "colour": spec.colour, **result}
 
 
 def format_table(result: dict) -> str:

@@ -43,7 +43,7 @@ def test_eval_json_layout():
                 "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert set(out) == {"model", "dataset", "scale", "mean", "bicubic", "images"}
+    assert set(out) == {"model", "dataset", "scale", "colour", "mean", "bicubic", "images"}
     assert set(out["mean"]) == {"psnr", "ssim"} and len(out["images"]) == 2
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import external
+from . import checkpoints, external
 from .ecbsr import ECBSR
 from .fsrcnn import FSRCNN, FSRCNNTiny
 from .ghostsr import GhostSR, ghost_from_plain
@@ -116,10 +116,31 @@ _EXTERNAL: dict[str, ModelSpec] = {}
 def _external_spec(ref: str) -> ModelSpec:
     """The spec of a model outside the registry, probed once per process."""
     if ref not in _EXTERNAL:
-        make = external.factory(ref, ModelError)
-        scale, colour = external.probe(make, ref, ModelError)
-        _EXTERNAL[ref] = ModelSpec(external.safe_name(ref, set(MODELS)), make, scale, colour,
-                                   family="external", source=ref)
+        declare(ref)
+    return _EXTERNAL[ref]
+
+
+def declare(ref: str, scale: int | None = None, colour: str | None = None) -> ModelSpec:
+    """Resolve a model reference with what the user states of it (``--scale``,
+    ``--colour``): an external model is probed with that colour's channel count and must
+    upscale by that scale; a registry model must already be so.
+
+    Raises:
+        ModelError: the statement contradicts the model, in one line.
+    """
+    if colour is not None and colour not in external.COLOUR_CHANNELS:
+        raise ModelError(f"unknown --colour {colour}: choose y or rgb")
+    if not external.is_external(ref):
+        spec = get_spec(ref)
+        for flag, stated, known in (("--scale", scale, spec.scale),
+                                    ("--colour", colour, spec.colour)):
+            if stated is not None and stated != known:
+                raise ModelError(f"{ref} is {flag} {known}, not {stated}")
+        return spec
+    make = external.factory(ref, ModelError)
+    found, colour = external.probe(make, ref, ModelError, scale=scale, colour=colour)
+    _EXTERNAL[ref] = ModelSpec(external.safe_name(ref, set(MODELS)), make, found, colour,
+                               family="external", source=ref)
     return _EXTERNAL[ref]
 
 
@@ -176,6 +197,7 @@ def load_model(name: str, weights: str | Path | None = None, deploy: bool = True
 
                 model = subpixel_deconv(spec.deploy(model.eval()))
                 learned = ckpt.get("quant", {}).get("acts")
+            state, _ = checkpoints.to_model_keys(state, set(model.state_dict()))
             keys = model.load_state_dict(state, strict=False)
         except Exception as exc:  # noqa: BLE001 - one line for any unreadable/mismatched file
             first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln),
@@ -195,5 +217,5 @@ def load_model(name: str, weights: str | Path | None = None, deploy: bool = True
     return model
 
 
-__all__ = ["MODELS", "ModelSpec", "ModelError", "Recipe", "get_spec", "load_model",
+__all__ = ["MODELS", "ModelSpec", "ModelError", "Recipe", "declare", "get_spec", "load_model",
            "ghost_from_plain", "Discriminator", "WEIGHTS_DIR"]

@@ -84,12 +84,19 @@ def factory(ref: str, error: type[Exception]) -> Callable[[], nn.Module]:
     return build
 
 
-def probe(make: Callable[[], nn.Module], ref: str, error: type[Exception]) -> tuple[int, str]:
-    """(scale, colour) of a model, from one call on a 1- and then a 3-channel image."""
-    model = make().eval()
+COLOUR_CHANNELS = {"y": 1, "rgb": 3}
+
+
+def probe(make: Callable[[], nn.Module], ref: str, error: type[Exception],
+          scale: int | None = None, colour: str | None = None) -> tuple[int, str]:
+    """(scale, colour) of a model, from one call on a 1- and then a 3-channel image.
+
+    ``colour`` (``--colour``) probes only that channel count, for a model that takes
+    both; ``scale`` (``--scale``) must be what the model does (one line if not)."""
+    model, stated = make().eval(), scale
     h, w = PROBE
     why = "no output"
-    for channels in (1, 3):
+    for channels in (COLOUR_CHANNELS[colour],) if colour else (1, 3):
         try:
             with torch.no_grad():
                 y = model(torch.rand(1, channels, h, w))
@@ -97,16 +104,18 @@ def probe(make: Callable[[], nn.Module], ref: str, error: type[Exception]) -> tu
             why = first_line(exc)
             continue
         y = y[0] if isinstance(y, (tuple, list)) else y
-        scale = y.shape[-1] // w
-        if (y.ndim != 4 or y.shape[1] != channels or scale < 1
-                or tuple(y.shape[2:]) != (h * scale, w * scale)):
+        found = y.shape[-1] // w
+        if (y.ndim != 4 or y.shape[1] != channels or found < 1
+                or tuple(y.shape[2:]) != (h * found, w * found)):
             raise error(f"--model {ref}: a (1, {channels}, {h}, {w}) input gave "
                         f"{tuple(y.shape)}; expected (1, {channels}, {h}*s, {w}*s)")
-        return scale, "y" if channels == 1 else "rgb"
+        if stated is not None and stated != found:
+            raise error(f"--model {ref} upscales {found}x, not --scale {stated}")
+        return found, "y" if channels == 1 else "rgb"
     hint = (" (export it with dynamic height and width: torch.export.Dim)"
             if ref.endswith(PT2) else "")
-    raise error(f"--model {ref} takes neither a 1- nor a 3-channel {h}x{w} image{hint}: "
-                f"{why}")
+    what = f"a {COLOUR_CHANNELS[colour]}-channel" if colour else "neither a 1- nor a 3-channel"
+    raise error(f"--model {ref} takes {what} {h}x{w} image{hint}: {why}")
 
 
 def safe_name(ref: str, taken: set[str]) -> str:

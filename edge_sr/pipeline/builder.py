@@ -138,6 +138,7 @@ def int8_guard(manifest: dict, cfg: BuildConfig, report: dict,
                "psnr_int8": ref["psnr_tvm_host"], "ssim_int8": ref["ssim_tvm_host"],
                "drop": ref["psnr_torch"] - ref["psnr_tvm_host"],
                "max_drop": cfg.max_psnr_drop, "float_layers": report["float_layers"],
+               "float_ops": report.get("float_ops", []),
                "int16_activations": report.get("int16_activations", []),
                "goal": report.get("goal_db")}
     if psnr_original is not None:

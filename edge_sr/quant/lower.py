@@ -16,6 +16,7 @@ import torch.fx as fx
 from torch import nn
 from tvm import relax
 
+from . import float_ops
 from .plan import (
     QMAX,
     QMIN,
@@ -28,9 +29,13 @@ from .plan import (
     kind,
     module_of,
     signed_storage,
+    upscale_factor,
 )
 
 R = relax.op
+# Activation dtypes quantized in uint8's form (see ``quantize``), with the offset from
+# uint8's codes to theirs.
+UNSIGNED_FORM = {"uint8": 0, "sint8": 128}
 
 
 def _const(value, dtype: str = "float32") -> relax.Constant:
@@ -44,17 +49,32 @@ class _Lowerer:
         self.gm, self.plan, self.bb = gm, plan, bb
         self.env: dict[str, relax.Expr] = {}
         self.floats = float_tensors(gm, plan)
+        self.float_emitter: float_ops.Emitter | None = None
 
     def emit(self, expr: relax.Expr) -> relax.Var:
         return self.bb.emit(expr)
 
-    # Quantize/dequantize helpers: q = clip(floor(x / s + 0.5)); x = q * s.
+    # Quantize/dequantize helpers: q = clip(floor(x / s + 0.5) + zp); x = (q - zp) * s.
     def quantize(self, x: relax.Expr, q: ActQ, prescaled: bool = False) -> relax.Var:
         t = x if prescaled else self.emit(R.multiply(x, _const(1.0 / q.scale)))
+        lo, hi = _const(QMIN[q.dtype]), _const(QMAX[q.dtype])
+        if q.dtype in UNSIGNED_FORM:
+            # clip(floor(v), 0, 255) == trunc(clip(v, 0, 255)) for v = t + 0.5 + zp: the
+            # clip bounds are integers and truncation is floor on non-negative values, so
+            # the epilogue needs no floor and one add (the zero point is added before
+            # rounding: a value within ~1e-5 of a half step may round the other way).
+            # "sint8" (uint8 stored as q - 128) computes the same v, so it stays uint8's
+            # bits minus 128.
+            shift = UNSIGNED_FORM[q.dtype]
+            t = self.emit(R.add(t, _const(0.5 + q.zero_point + shift)))
+            if shift:
+                t = self.emit(R.add(R.floor(t), _const(-float(shift))))
+            t = self.emit(R.minimum(R.maximum(t, lo), hi))
+            return self.emit(R.astype(t, STORAGE[q.dtype]))
         t = self.emit(R.floor(R.add(t, _const(0.5))))
         if q.zero_point:  # added after rounding: exact, where adding before costs bits
             t = self.emit(R.add(t, _const(float(q.zero_point))))
-        t = self.emit(R.minimum(R.maximum(t, _const(QMIN[q.dtype])), _const(QMAX[q.dtype])))
+        t = self.emit(R.minimum(R.maximum(t, lo), hi))
         return self.emit(R.astype(t, STORAGE[q.dtype]))
 
     def dequantize(self, name: str) -> relax.Var:
@@ -157,12 +177,23 @@ class _Lowerer:
             return self.emit(R.concat(parts, axis=cat_dim(node)))
         if k == "move":
             return self.depth_to_space(self.env[node.args[0].name],
-                                       module_of(self.gm, node).upscale_factor)
+                                       upscale_factor(self.gm, node))
+        if k == "float":
+            return self.float_op(node)
+        if k == "const":
+            return float_ops.const_expr(self.gm, node)
         if k == "shift":
             src = node.args[0].name  # shifted-in pixels are the real 0
             zp = 0 if src in self.floats else self.plan.acts[src].zero_point
             return self.shift(self.env[src], *node.args[1:], pad_value=float(zp))
         raise ValueError(f"cannot lower node {node.name}")
+
+    def float_op(self, node: fx.Node) -> relax.Expr:
+        """An op without an integer form, in float32 on its dequantized inputs."""
+        if self.float_emitter is None:
+            self.float_emitter = float_ops.Emitter(self.gm, self.bb)
+        inputs = {a: self.dequantize(a.name) for a in node.all_input_nodes}
+        return self.finish(node, self.float_emitter.emit(node, inputs))
 
     def as_quant(self, name: str) -> relax.Expr:
         """A tensor in its integer form (float tensors are quantized at this boundary)."""

@@ -13,7 +13,9 @@ Scheme (what the Relax lowering implements, and what ``simulate`` reproduces):
   per-channel float epilogue ``t = acc * s_in * s_w / s_out`` follows, then the activation
   (fused when the conv's only user is one), ``q = clip(floor(t + 0.5) + zp_out)``;
 - add, standalone activations: dequantize, compute, requantize (elementwise);
-- concat: inputs requantized to the output scale; depth-to-space, shifts: integer moves.
+- concat: inputs requantized to the output scale; depth-to-space, shifts: integer moves;
+- any other op TVM's FX importer knows (Tanh, Sigmoid, an attention multiply, a split):
+  computed in float32 between quantized tensors (``float_ops``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..models.ghostsr import shift2d
+from . import float_ops
 from .observers import OBSERVERS, Reservoir, asymmetric_range
 
 QMAX = {"int8": 127, "uint8": 255, "sint8": 127, "int16": 32767}
@@ -41,6 +44,7 @@ STORAGE = {"int8": "int8", "uint8": "uint8", "sint8": "int8", "int16": "int16"}
 INT32_MAX = 2**31 - 1
 ACTIVATIONS = (nn.PReLU, nn.ReLU, nn.Hardtanh)
 MOVES = (nn.PixelShuffle,)  # pure data movement: output keeps the input's scale
+MOVE_FUNCTIONS = (torch.nn.functional.pixel_shuffle, torch.pixel_shuffle)
 
 
 class QuantError(ValueError):
@@ -118,7 +122,9 @@ def output_tail(gm: fx.GraphModule) -> set[str]:
     node, tail = out.args[0], set()
     while isinstance(node, fx.Node):
         tail.add(node.name)
-        if kind(gm, node) not in ("move", "shift", "act"):
+        k = kind(gm, node)
+        if k not in ("move", "shift", "act", "float") or (
+                k == "float" and len(node.all_input_nodes) != 1):
             break
         node = node.args[0]
     return tail
@@ -138,6 +144,10 @@ def float_tensors(gm: fx.GraphModule, plan: QuantPlan) -> set[str]:
             inputs = node.args[0] if k == "cat" else node.args[:2] if k == "add" else node.args[:1]
             if any(isinstance(a, fx.Node) and a.name in out for a in inputs):
                 out.add(node.name)
+        elif k == "const" or (k == "float" and (
+                node.name not in plan.acts  # not a tensor (a split's tuple)
+                or any(a.name in out for a in node.all_input_nodes))):
+            out.add(node.name)
     return out
 
 
@@ -154,9 +164,12 @@ def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
 
 
 def kind(gm: fx.GraphModule, node: fx.Node) -> str:
-    """Classify a node: input, output, conv, act, move, add, cat, shift, or unsupported."""
+    """Classify a node: input, output, conv, act, move, add, cat, shift, float (an op run
+    in float32, see ``float_ops``), const (a ``get_attr`` tensor), or unsupported."""
     if node.op in ("placeholder", "output"):
         return "input" if node.op == "placeholder" else "output"
+    if node.op == "get_attr":
+        return "const"
     mod = module_of(gm, node)
     if isinstance(mod, nn.Conv2d):
         return "conv"
@@ -171,7 +184,20 @@ def kind(gm: fx.GraphModule, node: fx.Node) -> str:
             return "cat"
         if node.target is shift2d:
             return "shift"
-    return "unsupported"
+        if node.target in MOVE_FUNCTIONS:
+            return "move"
+    return "float" if float_ops.is_float_op(gm, node) else "unsupported"
+
+
+def upscale_factor(gm: fx.GraphModule, node: fx.Node) -> int:
+    """The factor of a depth-to-space move (module or function)."""
+    mod = module_of(gm, node)
+    return mod.upscale_factor if mod is not None else int(node.args[1])
+
+
+def move(gm: fx.GraphModule, node: fx.Node, x: torch.Tensor) -> torch.Tensor:
+    """A depth-to-space move applied to ``x``."""
+    return torch.nn.functional.pixel_shuffle(x, upscale_factor(gm, node))
 
 
 def fusable(gm: fx.GraphModule) -> dict[str, str]:
@@ -191,8 +217,19 @@ def check_supported(gm: fx.GraphModule) -> None:
         if kind(gm, node) == "unsupported":
             what = (type(module_of(gm, node)).__name__ if node.op == "call_module" else
                     getattr(node.target, "__name__", str(node.target)))
-            raise QuantError(f"int8: unsupported op {what} at node {node.name} (build it "
-                             "as float32)")
+            raise QuantError(f"int8: unsupported op {what} at node {node.name} (no integer "
+                             "form, and TVM's FX importer cannot run it in float32)")
+
+
+def float_nodes(gm: fx.GraphModule) -> list[str]:
+    """``node (op)`` for every op the int8 module runs in float32, for reports."""
+    out = []
+    for n in gm.graph.nodes:
+        if kind(gm, n) == "float":
+            where = n.target if n.op == "call_module" else n.name
+            label = float_ops.op_label(gm, n)
+            out.append(where if where.startswith(label) else f"{where} ({label})")
+    return out
 
 
 def calibrate(gm: fx.GraphModule, batches: list[torch.Tensor]) -> dict[str, Reservoir]:
@@ -246,6 +283,8 @@ def make_plan(gm: fx.GraphModule, stats: dict[str, Reservoir], observer: str = "
             continue
         if k == "input":  # 8-bit images in [0, 1]: the 1/255 grid quantizes them losslessly
             acts[node.name] = ActQ(1.0 / 255.0, "uint8")
+            continue
+        if k == "const" or node.name not in stats:  # float: constants, tuples
             continue
         acts[node.name] = act_quant(stats[node.name], observer, symmetric)
         if k == "conv":
@@ -349,6 +388,9 @@ def interpret(gm: fx.GraphModule, plan: QuantPlan, x: torch.Tensor,
     def arg(a):
         return env[a.name] if isinstance(a, fx.Node) else a
 
+    def value(a: fx.Node):
+        return env[a.name]
+
     for node in gm.graph.nodes:
         k = kind(gm, node)
         if k == "output":
@@ -360,7 +402,11 @@ def interpret(gm: fx.GraphModule, plan: QuantPlan, x: torch.Tensor,
         elif k == "act":
             v = apply_act(module_of(gm, node), arg(node.args[0]))
         elif k == "move":
-            v = module_of(gm, node)(arg(node.args[0]))
+            v = move(gm, node, arg(node.args[0]))
+        elif k == "float":
+            v = float_ops.run(gm, node, value)
+        elif k == "const":
+            v = float_ops.constant(gm, node).to(x.dtype)
         elif k == "shift":
             v = shift2d(arg(node.args[0]), *node.args[1:])
         elif k == "add":
