@@ -51,6 +51,8 @@ def is_float_op(gm: fx.GraphModule, node: fx.Node) -> bool:
 def op_label(gm: fx.GraphModule, node: fx.Node) -> str:
     """The op's name for reports and errors (``Tanh``, ``sigmoid``, ``mean``)."""
     key = _key(gm, node)
+    if key is None:  # a callable without a name
+        return str(node.target)
     return key.__name__ if isinstance(key, type) else str(key)
 
 

@@ -215,8 +215,7 @@ def check_supported(gm: fx.GraphModule) -> None:
     """Raise ``QuantError`` naming the first op the quantizer does not support."""
     for node in gm.graph.nodes:
         if kind(gm, node) == "unsupported":
-            what = (type(module_of(gm, node)).__name__ if node.op == "call_module" else
-                    getattr(node.target, "__name__", str(node.target)))
+            what = float_ops.op_label(gm, node)
             raise QuantError(f"int8: unsupported op {what} at node {node.name} (no integer "
                              "form, and TVM's FX importer cannot run it in float32)")
 
