@@ -111,11 +111,11 @@ def register() -> None:
 
 def register_all() -> None:
     """Every global function the host calls on the device (info, per-kernel profile,
-    ONNX Runtime timing, background load, thread pool set-up)."""
+    peer runtimes' timing, background load, thread pool set-up)."""
     from runtime import load, profile, threads
 
     register()
     threads.register()
     profile.register()
-    profile.register_ort()
+    profile.register_peers()
     load.register()

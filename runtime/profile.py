@@ -1,5 +1,5 @@
-"""Timing on the device: per-kernel times of a module (TVM runtime + numpy only), and
-ONNX Runtime's latency where onnxruntime is installed (the benchmark's peer).
+"""Timing on the device: per-kernel times of a module (TVM runtime + numpy only), and the
+latency of the benchmark's peers where they are installed: ONNX Runtime and ncnn.
 
 The Relax VM calls an instrument before and after every kernel; timing between the two
 gives each kernel's share of one forward pass. Registered on the RPC server as
@@ -79,6 +79,21 @@ def register() -> None:
     tvm.register_global_func("edge_sr.profile", remote, override=True)
 
 
+def time_calls(run, repeat: int, warmup: int = 1) -> dict:
+    """Median/p90/min wall time (ms) of ``run()`` over ``repeat`` calls after ``warmup``
+    calls (the layout of every latency in ``edge-sr bench``)."""
+    for _ in range(warmup):
+        run()
+    ms = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run()
+        ms.append((time.perf_counter() - t0) * 1e3)
+    a = np.asarray(ms)
+    return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
+            "min_ms": float(a.min()), "runs": repeat}
+
+
 def ort_bench(model_path: str, shape: list[int], repeat: int = 10) -> dict:
     """Median/p90/min latency (ms) of an ONNX model under ONNX Runtime on this machine.
 
@@ -93,30 +108,82 @@ def ort_bench(model_path: str, shape: list[int], repeat: int = 10) -> dict:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = physical_cores()
     sess = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    x = sample_input(shape)
     name = sess.get_inputs()[0].name
-    sess.run(None, {name: x})
-    ms = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        sess.run(None, {name: x})
-        ms.append((time.perf_counter() - t0) * 1e3)
-    a = np.asarray(ms)
-    return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
-            "min_ms": float(a.min()), "runs": repeat, "onnxruntime": ort.__version__,
-            "threads": opts.intra_op_num_threads}
+    return {**time_calls(lambda: sess.run(None, {name: x}), repeat),
+            "onnxruntime": ort.__version__, "threads": opts.intra_op_num_threads}
 
 
-def register_ort() -> None:
-    """Register ``edge_sr.ort_bench(file, shape_json, repeat) -> json`` (file: an upload);
-    it answers with an error object when onnxruntime is not installed on the device."""
+def ncnn_net(param: str, weights: str, threads: int = 0):
+    """An ncnn network computing in float32, as a function (1,C,H,W) -> (1,C',H',W').
+
+    ncnn's defaults compute in float16 where the Arm CPU has it (and store activations in
+    it); the fp32 row turns that off. ``threads`` 0: one per physical core.
+
+    Returns:
+        ``(run, opt)``: the function and the network's ``ncnn.Option``.
+    """
+    import ncnn
+
+    from .threads import physical_cores
+
+    net = ncnn.Net()
+    opt = net.opt
+    opt.num_threads = threads or physical_cores()
+    opt.use_fp16_packed = opt.use_fp16_storage = opt.use_fp16_arithmetic = False
+    opt.use_bf16_storage = False
+    net.load_param(param)
+    net.load_model(weights)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        ex = net.create_extractor()
+        ex.input("in0", ncnn.Mat(np.ascontiguousarray(x[0], np.float32)))
+        _, out = ex.extract("out0")
+        return np.array(out)[None]
+
+    return run, opt
+
+
+def ncnn_default_precision() -> str:
+    """What ncnn computes in by default here: ``f16`` on an Arm CPU with half-precision
+    arithmetic (``asimdhp``), else ``f32``."""
+    import ncnn
+
+    return "f16" if ncnn.cpu_support_arm_asimdhp() else "f32"
+
+
+def ncnn_bench(param: str, weights: str, shape: list[int], repeat: int = 10) -> dict:
+    """Median/p90/min latency (ms) of an ncnn model (float32, one thread per physical
+    core) on this machine."""
+    import ncnn
+
+    run, opt = ncnn_net(param, weights)
+    x = sample_input(shape)
+    return {**time_calls(lambda: run(x), repeat), "ncnn": ncnn.__version__,
+            "threads": opt.num_threads, "default_precision": ncnn_default_precision()}
+
+
+def register_peers() -> None:
+    """Register ``edge_sr.ort_bench(file, shape_json, repeat) -> json`` and
+    ``edge_sr.ncnn_bench(param_file, bin_file, shape_json, repeat) -> json`` (files:
+    uploads); each answers with an error object when its peer is not installed there."""
     import tvm
 
-    def remote(name: str, shape_json: str, repeat: int) -> str:
+    def path(name: str) -> str:
+        return tvm.get_global_func("tvm.rpc.server.workpath")(name)
+
+    def ort(name: str, shape_json: str, repeat: int) -> str:
         try:
-            path = tvm.get_global_func("tvm.rpc.server.workpath")(name)
-            return json.dumps(ort_bench(path, json.loads(shape_json), int(repeat)))
+            return json.dumps(ort_bench(path(name), json.loads(shape_json), int(repeat)))
         except ImportError:
             return json.dumps({"error": "onnxruntime is not installed on the device"})
 
-    tvm.register_global_func("edge_sr.ort_bench", remote, override=True)
+    def ncnn(param: str, weights: str, shape_json: str, repeat: int) -> str:
+        try:
+            return json.dumps(ncnn_bench(path(param), path(weights), json.loads(shape_json),
+                                         int(repeat)))
+        except ImportError:
+            return json.dumps({"error": "ncnn is not installed on the device"})
+
+    tvm.register_global_func("edge_sr.ort_bench", ort, override=True)
+    tvm.register_global_func("edge_sr.ncnn_bench", ncnn, override=True)

@@ -14,7 +14,7 @@ step "host tools: cross compiler, QEMU, debootstrap, socat (apt, when missing)"
 bash scripts/host-deps
 
 step "install edge-sr (pins in pyproject.toml, tools in constraints.txt)"
-python3 -m pip install -q -c constraints.txt -e ".[bench,openvino,executorch]"
+python3 -m pip install -q -c constraints.txt -e ".[bench,openvino,executorch,ncnn]"
 
 step "committed models on Set5 (PyTorch fp32, host x86)"
 edge-sr zoo --dataset set5

@@ -9,7 +9,9 @@
 # systemd unit that keeps the RPC server running on 127.0.0.1:9090. Reach it from the host
 # through an SSH tunnel (ssh -L 9090:127.0.0.1:9090 pi@raspberrypi), or register it with a
 # tracker on a private network (EDGE_SR_TRACKER=host:9190 EDGE_SR_KEY=rpi4) -- TVM RPC runs
-# any uploaded library, so never expose it on an untrusted network.
+# any uploaded library, so never expose it on an untrusted network. EDGE_SR_PEERS=1 also
+# installs `edge-sr bench`'s peers on the board (ONNX Runtime, ncnn) in a folder of their
+# own, kept out of the runtime's venv.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 PREFIX=/opt/edge-sr
@@ -21,6 +23,15 @@ python3 -m venv "$PREFIX/venv"
 # Runtime-only TVM: the compiler library is not needed on the device.
 rm -f "$PREFIX"/venv/lib/python3*/site-packages/tvm/lib/libtvm_compiler.so
 rm -rf "$PREFIX/runtime" && cp -r "$HERE/runtime" "$PREFIX/runtime"
+PYPATH="$PREFIX"
+if [ "${EDGE_SR_PEERS:-0}" = 1 ]; then
+  rm -rf "$PREFIX/bench-site"
+  for peer in onnxruntime ncnn; do  # one at a time: a peer without a wheel skips alone
+    "$PREFIX/venv/bin/pip" install -q --upgrade --target "$PREFIX/bench-site" "$peer" \
+      "numpy<2.5" || echo "setup-real-pi: warning: no $peer wheel: bench runs without it"
+  done
+  PYPATH="$PREFIX:$PREFIX/bench-site"
+fi
 TRACKER_ARGS=""
 [ -n "${EDGE_SR_TRACKER:-}" ] && TRACKER_ARGS="--tracker $EDGE_SR_TRACKER --key ${EDGE_SR_KEY:-rpi4}"
 cat > /etc/systemd/system/edge-sr-rpc.service <<UNIT
@@ -29,7 +40,7 @@ Description=edge-sr TVM RPC server
 After=network-online.target
 
 [Service]
-Environment=TVM_USE_RUNTIME_LIB=1 PYTHONPATH=$PREFIX
+Environment=TVM_USE_RUNTIME_LIB=1 PYTHONPATH=$PYPATH
 ExecStart=$PREFIX/venv/bin/python -m runtime.server --host 127.0.0.1 --port 9090 $TRACKER_ARGS
 Restart=always
 User=nobody

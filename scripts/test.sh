@@ -8,7 +8,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 quick=0
 if [ "${1:-}" = "--quick" ]; then quick=1; shift; fi
 bash scripts/host-deps
-python3 -m pip install -q -c constraints.txt -e ".[dev,bench,openvino,executorch]"
+python3 -m pip install -q -c constraints.txt -e ".[dev,bench,openvino,executorch,ncnn]"
 if [ "$quick" = 1 ]; then
   ruff check .
   exec python3 -m pytest -q -rs -m "not slow and not device and not serial and not gpu" "$@"

@@ -1,5 +1,5 @@
 """``edge-sr bench``: PyTorch eager, the peers (ONNX Runtime fp32/int8, OpenVINO fp32,
-ExecuTorch/XNNPACK fp32/int8) and TVM untuned/default/tuned fp32 and int8 measured in one
+ExecuTorch/XNNPACK fp32/int8, ncnn fp32) and TVM untuned/default/tuned fp32 and int8 measured in one
 run on one input, quiet and under load, with GMAC/s, the fraction of the CPU's peak and the
 ratio to ONNX Runtime; markdown, JSON and PNG plots."""
 

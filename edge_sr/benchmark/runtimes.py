@@ -4,7 +4,6 @@ input. A runtime that cannot run here (a missing package) is reported, not fatal
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from runtime.profile import time_calls
+
 from ..models import ModelSpec
 
 RUNTIMES = ("torch_eager", "onnxruntime_fp32", "onnxruntime_int8", "openvino_fp32",
-            "executorch_fp32", "executorch_int8", "tvm_untuned_fp32", "tvm_default_fp32",
-            "tvm_tuned_fp32", "tvm_tuned_int8")
+            "executorch_fp32", "executorch_int8", "ncnn_fp32", "tvm_untuned_fp32",
+            "tvm_default_fp32", "tvm_tuned_fp32", "tvm_tuned_int8")
 
 
 @dataclass
@@ -48,18 +49,6 @@ def stats(ms: list[float]) -> dict:
     a = np.asarray(ms)
     return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
             "min_ms": float(a.min()), "runs": len(a)}
-
-
-def time_calls(fn: Callable[[], object], repeat: int, warmup: int = 1) -> dict:
-    """Wall time of ``fn()`` after warm-up calls."""
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - start) * 1e3)
-    return stats(out)
 
 
 def measure(case: Case, timer: Callable[[], dict], session=None,
@@ -183,6 +172,36 @@ def executorch(case: Case, int8: bool) -> dict:
     return {**out, "portable_ops": portable} if portable else out
 
 
+def ncnn(case: Case) -> dict:
+    """ncnn in float32 (``baselines.ncnn_pnnx``), converted by pnnx at the input's shape;
+    on this machine, or on the device over RPC (``edge_sr.ncnn_bench``)."""
+    from ..baselines import ncnn_pnnx
+
+    if not ncnn_pnnx.available():
+        return {"error": "ncnn is not installed (pip install -e '.[ncnn]')"}
+    shape = case.x.shape
+    param = ncnn_pnnx.export_ncnn(
+        case.model, shape, case.work / f"{case.name}.{'x'.join(map(str, shape))}.ncnn")
+    weights = param.with_suffix(".bin")
+    if case.device:
+        import json
+
+        from ..device.rpc import connect
+
+        sess = connect(case.device, timeout=case.timeout)
+        for f in (param, weights):
+            sess.upload(str(f), target=f.name)
+        remote = sess.get_function("edge_sr.ncnn_bench")
+        return measure(case, lambda: json.loads(remote(
+            param.name, weights.name, json.dumps(list(shape)), case.repeat)), session=sess)
+    from runtime.profile import ncnn_default_precision, ncnn_net
+
+    run, opt = ncnn_net(str(param), str(weights))
+    return {**measure(case, lambda: time_calls(lambda: run(case.x), case.repeat)),
+            "max_abs_diff": case.max_abs_diff(run(case.x)), "threads": opt.num_threads,
+            "default_precision": ncnn_default_precision()}
+
+
 def tvm_module(case: Case, dtype: str, tuned: bool, scheduled: bool = True) -> dict:
     """Build for the target at the input's size and time the VM with ``time_evaluator``
     (locally, or on the device over RPC).
@@ -240,6 +259,7 @@ RUNNERS: dict[str, Callable[[Case], dict]] = {
     "openvino_fp32": openvino,
     "executorch_fp32": lambda c: executorch(c, int8=False),
     "executorch_int8": lambda c: executorch(c, int8=True),
+    "ncnn_fp32": ncnn,
     "tvm_untuned_fp32": lambda c: tvm_module(c, "float32", tuned=False, scheduled=False),
     "tvm_default_fp32": lambda c: tvm_module(c, "float32", tuned=False),
     "tvm_tuned_fp32": lambda c: tvm_module(c, "float32", tuned=True),

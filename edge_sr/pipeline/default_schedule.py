@@ -5,6 +5,8 @@ TVM's legalized kernels carry no schedule: one thread, scalar loops (fsrcnn_x2 a
 Like ``dlight`` does for GPUs, ``default_schedule`` gives each kernel that no database
 covers a fixed schedule chosen from the target alone, in this order of rules:
 
+0. ``winograd_rule``: a Winograd conv (``winograd.conv2d_winograd``, Arm float32) gets
+   ``winograd.schedule_winograd``.
 1. ``conv_template``: a float32 NCHW conv (with its ``conv_chain`` producer) or a VNNI
    int8 conv gets the tuning template (``templates.schedule_conv`` /
    ``schedule_vnni``) with its best register tile (FMAs per load, from the target's
@@ -29,7 +31,7 @@ from tvm import s_tir
 from tvm.s_tir import ScheduleError
 from tvm.tirx import PrimFunc
 
-from . import vnni
+from . import vnni, winograd
 from .templates import (
     Conv,
     Cpu,
@@ -101,6 +103,14 @@ def conv_template(sch: s_tir.Schedule, cpu: Cpu, cores: int) -> bool:
             return True
         return False
     return False
+
+
+def winograd_rule(sch: s_tir.Schedule) -> bool:
+    """Rule 0: the Winograd schedule, if the kernel is a Winograd conv."""
+    if not any(sch.get(rv).name_hint == winograd.OUT for rv in _root_blocks(sch)):
+        return False
+    winograd.schedule_winograd(sch)
+    return True
 
 
 def _root_blocks(sch: s_tir.Schedule) -> list:
@@ -274,7 +284,8 @@ def default_trace(mod: tvm.IRModule, target: tvm.target.Target) -> s_tir.Schedul
     if cpu is None or not _static(mod["main"]):
         return None
     lanes = max(cpu.lanes)
-    rules = [lambda s: conv_template(s, cpu, _cores(target)),
+    rules = [winograd_rule,
+             lambda s: conv_template(s, cpu, _cores(target)),
              lambda s: reduction(s, lanes, cpu.registers, _has_dot(target)),
              lambda s: elementwise(s, lanes)]
     for rule in rules:

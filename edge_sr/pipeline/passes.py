@@ -92,6 +92,12 @@ def _conv_chain() -> tvm.transform.Pass:
     return conv_chain
 
 
+def _winograd_conv() -> tvm.transform.Pass:
+    from .winograd import winograd_conv
+
+    return winograd_conv()
+
+
 def _dot4_conv() -> tvm.transform.Pass:
     from .sdot import dot4_conv
 
@@ -105,6 +111,7 @@ PASSES: dict[str, Callable[[], tvm.transform.Pass]] = {
     "dot4_conv": _dot4_conv,
     "vnni_conv": lambda: vnni_conv,
     "conv_chain": _conv_chain,
+    "winograd_conv": _winograd_conv,
     "fold_constant": relax.transform.FoldConstant,
     "legalize": relax.transform.LegalizeOps,
     "annotate_op_pattern": relax.transform.AnnotateTIROpPattern,
@@ -128,15 +135,19 @@ class PassTarget:
     dtype: str
     vnni: bool = False  # x86 AVX512-VNNI (vpdpbusd)
     dotprod: bool = False  # Arm dot product (sdot)
+    arm: bool = False  # an aarch64 CPU
 
     @classmethod
     def of(cls, target: tvm.target.Target, layout: str, dtype: str) -> PassTarget:
         """The pass-relevant facts of a TVM target."""
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}: choose NCHW or NHWC")
+        from .winograd import is_arm
+
         cpu = "gpu" not in target.keys
         return cls(cpu, layout, dtype, vnni=cpu and has_vnni(target),
-                   dotprod=cpu and bool(target.attrs.get("feature.has_dotprod", False)))
+                   dotprod=cpu and bool(target.attrs.get("feature.has_dotprod", False)),
+                   arm=cpu and is_arm(target))
 
 
 def _always(_: PassTarget) -> bool:
@@ -148,13 +159,15 @@ def _always(_: PassTarget) -> bool:
 # rewrites come after the first fold (they need constant weights and biases; dot4 packs
 # the folded OHWI ones): int8 NHWC on a dot-product CPU packs conv weights for sdot,
 # int8 NCHW on an x86 CPU with AVX512-VNNI for vpdpbusd, float32 on a CPU fuses cheap
-# convs into the 1x1 convs that read them. GPU builds end with a default schedule.
+# convs into the 1x1 convs that read them, and float32 NCHW on an Arm CPU computes 3x3
+# convs by Winograd's F(4x4, 3x3). GPU builds end with a default schedule.
 PIPELINE: tuple[tuple[str, Callable[[PassTarget], bool]], ...] = (
     ("layout_nhwc", lambda t: t.layout == "NHWC"),
     ("fold_constant", _always),
     ("dot4_conv", lambda t: t.layout == "NHWC" and t.dtype == "int8" and t.dotprod),
     ("vnni_conv", lambda t: t.layout == "NCHW" and t.dtype == "int8" and t.vnni),
     ("conv_chain", lambda t: t.cpu and t.dtype == "float32"),
+    ("winograd_conv", lambda t: t.arm and t.layout == "NCHW" and t.dtype == "float32"),
     ("legalize", _always),
     ("annotate_op_pattern", _always),
     ("fold_constant", _always),

@@ -44,7 +44,7 @@ from tvm.s_tir import ScheduleError
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.schedule_rule import PyScheduleRule
 
-from . import vnni
+from . import vnni, winograd
 from .vnni import has_vnni
 
 # Blocks this rule has scheduled carry this annotation; MetaSchedule's other rules skip
@@ -355,6 +355,10 @@ def template_spaces(sch, rv, cpu: Cpu) -> list:
     this template handles); ``sch`` itself is left as it is."""
     if cpu.vnni and _block(sch, rv).name_hint == vnni.CONV:
         return _vnni_spaces(sch, rv, cpu)
+    if any(_block(sch, b).name_hint == winograd.OUT for b in _all_blocks(sch)):
+        # a Winograd conv: its fixed schedule, with register tiles of 4 to 16 channels
+        return [space for co in (4, 8, 16)
+                for space in _space(sch, winograd.schedule_winograd, co)]
     conv = match_conv(sch, rv)
     if conv is None:
         return []

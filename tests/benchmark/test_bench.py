@@ -57,15 +57,16 @@ def test_bench_json_has_every_runtime(tmp_path):
     assert res["runtimes"]["onnxruntime_fp32"]["vs_onnxruntime_fp32"] == pytest.approx(1.0)
     assert "set5_drop" in res["runtimes"]["tvm_tuned_int8"]
     # every fp32 row computes what PyTorch does (OpenVINO asked for f32, not its bf16)
-    for name in ("onnxruntime_fp32", "openvino_fp32", "executorch_fp32", "tvm_default_fp32",
-                 "tvm_tuned_fp32"):
+    for name in ("onnxruntime_fp32", "openvino_fp32", "executorch_fp32", "ncnn_fp32",
+                 "tvm_default_fp32", "tvm_tuned_fp32"):
         assert res["runtimes"][name]["max_abs_diff"] < 1e-4, name
     assert res["runtimes"]["openvino_fp32"]["default_precision"] in ("f32", "bf16", "f16")
     torch.set_num_threads(torch.get_num_threads())
 
 
 @pytest.mark.parametrize("package, runtime", [("openvino", "openvino_fp32"),
-                                              ("executorch", "executorch_fp32")])
+                                              ("executorch", "executorch_fp32"),
+                                              ("ncnn", "ncnn_fp32")])
 def test_a_missing_peer_is_a_one_line_row(tmp_path, monkeypatch, package, runtime):
     import builtins
 
@@ -102,10 +103,15 @@ def test_cli_writes_json_markdown_and_plots(tmp_path):
 def test_bench_on_the_emulated_pi(tmp_path):
     res = bench(BenchSpec(model="fsrcnn_tiny_x2", target="qemu-aarch64", size=(32, 32),
                           repeat=2, device="127.0.0.1:9090", work=str(tmp_path),
-                          runtimes=("torch_eager", "onnxruntime_fp32", "tvm_tuned_fp32")))
+                          runtimes=("torch_eager", "onnxruntime_fp32", "ncnn_fp32",
+                                    "tvm_tuned_fp32")))
     rt = res["runtimes"]
     assert "no torch" in rt["torch_eager"]["error"]
-    assert rt["onnxruntime_fp32"]["median_ms"] > 0 and rt["tvm_tuned_fp32"]["median_ms"] > 0
+    for name in ("onnxruntime_fp32", "ncnn_fp32", "tvm_tuned_fp32"):
+        assert rt[name]["median_ms"] > 0, (name, rt[name])
+    # ncnn's own choice on QEMU's Arm CPU (asimdhp) is float16; the row asks for float32
+    assert rt["ncnn_fp32"]["default_precision"] == "f16"
+    assert rt["ncnn_fp32"]["threads"] == res["cpu"]["cores"]
     assert res["cpu"]["machine"] == "aarch64"
 
 
