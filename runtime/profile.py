@@ -79,9 +79,17 @@ def register() -> None:
     tvm.register_global_func("edge_sr.profile", remote, override=True)
 
 
+def stats(ms: list[float]) -> dict:
+    """Median, p90, min (ms) of repeated calls: the layout of every latency in
+    ``edge-sr bench``."""
+    a = np.asarray(ms)
+    return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
+            "min_ms": float(a.min()), "runs": len(a)}
+
+
 def time_calls(run, repeat: int, warmup: int = 1) -> dict:
-    """Median/p90/min wall time (ms) of ``run()`` over ``repeat`` calls after ``warmup``
-    calls (the layout of every latency in ``edge-sr bench``)."""
+    """``stats`` of the wall time of ``run()`` over ``repeat`` calls after ``warmup``
+    calls."""
     for _ in range(warmup):
         run()
     ms = []
@@ -89,9 +97,7 @@ def time_calls(run, repeat: int, warmup: int = 1) -> dict:
         t0 = time.perf_counter()
         run()
         ms.append((time.perf_counter() - t0) * 1e3)
-    a = np.asarray(ms)
-    return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
-            "min_ms": float(a.min()), "runs": repeat}
+    return stats(ms)
 
 
 def ort_bench(model_path: str, shape: list[int], repeat: int = 10) -> dict:

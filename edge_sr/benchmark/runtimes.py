@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.profile import time_calls
+from runtime.profile import stats, time_calls
 
 from ..models import ModelSpec
 
@@ -42,13 +42,6 @@ class Case:
             with torch.no_grad():
                 self._reference = self.model(torch.from_numpy(self.x)).numpy()
         return float(np.abs(np.asarray(out, np.float32) - self._reference).max())
-
-
-def stats(ms: list[float]) -> dict:
-    """Median, p90, min (ms) of repeated calls."""
-    a = np.asarray(ms)
-    return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
-            "min_ms": float(a.min()), "runs": len(a)}
 
 
 def measure(case: Case, timer: Callable[[], dict], session=None,

@@ -10,19 +10,27 @@ import tvm
 from tvm import relax
 
 
-def int8_conv_with_constant_weights(call: relax.Call, data_dtype: str,
-                                    layouts: tuple[str, str]) -> bool:
-    """An int32-out conv of ``data_dtype`` data with constant int8 weights, stride and
-    dilation 1, no groups, in the (data/out, kernel) ``layouts``: what both packing
-    rewrites can take before their own channel conditions."""
+def conv_with_constant_weights(call: relax.Call, data_dtype: str, weight_dtype: str,
+                               out_dtype: str, layouts: tuple[str, str]) -> bool:
+    """A conv of ``data_dtype`` data with constant ``weight_dtype`` weights and an
+    ``out_dtype`` result, stride and dilation 1, no groups, in the (data/out, kernel)
+    ``layouts``: what every conv rewrite takes before its own shape conditions."""
     a = call.attrs
     data, weight = call.args
-    return (isinstance(weight, tvm.ir.expr.Constant) and weight.value.dtype == "int8"
-            and data.ty.dtype == data_dtype and a.out_dtype == "int32"
+    return (isinstance(weight, tvm.ir.expr.Constant) and weight.value.dtype == weight_dtype
+            and data.ty.dtype == data_dtype and call.ty.dtype == out_dtype
             and (a.data_layout, a.kernel_layout, a.out_layout) == (layouts[0], layouts[1],
                                                                   layouts[0])
             and int(a.groups) == 1 and [int(v) for v in a.strides] == [1, 1]
             and [int(v) for v in a.dilation] == [1, 1])
+
+
+def int8_conv_with_constant_weights(call: relax.Call, data_dtype: str,
+                                    layouts: tuple[str, str]) -> bool:
+    """An int32-out conv of ``data_dtype`` data with constant int8 weights (see
+    ``conv_with_constant_weights``): what both packing rewrites can take before their own
+    channel conditions."""
+    return conv_with_constant_weights(call, data_dtype, "int8", "int32", layouts)
 
 
 def spatial_pad(call: relax.Expr, layout: str) -> tuple[tuple[int, ...], float] | None:

@@ -142,12 +142,12 @@ class PassTarget:
         """The pass-relevant facts of a TVM target."""
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}: choose NCHW or NHWC")
-        from .winograd import is_arm
+        from .templates import is_aarch64
 
         cpu = "gpu" not in target.keys
         return cls(cpu, layout, dtype, vnni=cpu and has_vnni(target),
                    dotprod=cpu and bool(target.attrs.get("feature.has_dotprod", False)),
-                   arm=cpu and is_arm(target))
+                   arm=cpu and is_aarch64(target))
 
 
 def _always(_: PassTarget) -> bool:

@@ -64,14 +64,19 @@ class Cpu:
     vnni: bool = False  # x86 AVX512-VNNI: int8 convs rewritten by ``vnni_conv``
 
 
+def is_aarch64(target: tvm.target.Target) -> bool:
+    """An LLVM target whose triple is aarch64."""
+    triple = str(target.attrs.get("mtriple", "") or "")
+    return target.kind.name == "llvm" and triple.startswith("aarch64")
+
+
 def cpu_of(target: tvm.target.Target) -> Cpu | None:
     """The vector shape of an LLVM target, or None for targets this rule leaves alone."""
     from tvm.target import codegen
 
     if target.kind.name != "llvm":
         return None
-    triple = str(target.attrs.get("mtriple", "") or "")
-    if triple.startswith("aarch64"):
+    if is_aarch64(target):
         return Cpu((4,), 32)
     if codegen.target_has_features("avx512f", target):
         return Cpu((8, 16), 32, has_vnni(target))
@@ -96,7 +101,8 @@ class Conv:
     group: int = 1  # output channels per group of a grouped conv (1: not grouped)
 
 
-def _divisors(n: int, limit: int) -> list[int]:
+def divisors(n: int, limit: int) -> list[int]:
+    """The divisors of ``n`` up to ``limit``, ascending."""
     return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
 
 
@@ -111,9 +117,9 @@ def register_tiles(conv: Conv, lanes: int, registers: int,
         return []
     found = []
     # a grouped conv's channel tile stays in one group: one input load serves all of it
-    for cr in _divisors(conv.group if conv.group > 1 else conv.channels, 16):
-        for yr in _divisors(conv.height, 8):
-            for xr in _divisors(conv.width // lanes, 4):
+    for cr in divisors(conv.group if conv.group > 1 else conv.channels, 16):
+        for yr in divisors(conv.height, 8):
+            for xr in divisors(conv.width // lanes, 4):
                 acc = cr * yr * xr
                 if acc <= registers - 4:
                     found.append((acc / (cr + yr * xr), acc, (cr, yr, xr)))

@@ -32,7 +32,7 @@ import tvm
 from tvm import relax, s_tir, te, tirx
 from tvm.topi.nn.winograd_util import _cook_toom_convolution
 
-from .packed_conv import conv_rewrite_pass
+from .packed_conv import conv_rewrite_pass, conv_with_constant_weights
 
 M, R = 4, 3  # output tile, kernel size
 ALPHA = M + R - 1  # input tile
@@ -110,6 +110,8 @@ def schedule_winograd(sch: s_tir.Schedule, co_tile: int = 16) -> None:
     """All stages per block of tiles in one parallel loop over the blocks; the
     coefficient loops unrolled, the tiles of a block (the compute's ``vp``) as vector
     lanes; an elementwise epilogue (bias, activation) computed in the output stage."""
+    from .templates import divisors  # late: templates imports this module
+
     vp = int(sch.get(sch.get_sblock("wino_y")).writes[0].source.shape[-1])
     names = [sch.get(rv).name_hint for rv in sch.get_child_blocks(sch.get_sblock("root"))]
     epilogue = names[names.index(OUT) + 1:]
@@ -147,46 +149,30 @@ def schedule_winograd(sch: s_tir.Schedule, co_tile: int = 16) -> None:
     sch.vectorize(yl[-1])
     gemm = sch.get_sblock("wino_gemm")
     e, n, _, _, co, v, rc = loops("wino_gemm")
-    coo, coi = sch.split(co, [None, _divisor(int(sch.get(co).extent), co_tile)])
+    coo, coi = sch.split(co, [None, max(divisors(int(sch.get(co).extent), co_tile))])
     sch.reorder(e, n, coo, rc, coi, v)
     sch.unroll(coi)
     sch.vectorize(v)
     sch.decompose_reduction(gemm, rc)
 
 
-def _divisor(n: int, limit: int) -> int:
-    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
-
-
 def lanes_of(target: tvm.target.Target) -> int:
     """float32 lanes of the target's vector unit (NEON: 4)."""
-    from .templates import cpu_of
+    from .templates import cpu_of  # late: templates imports this module
 
     cpu = cpu_of(target)
     return max(cpu.lanes) if cpu else 4
 
 
-def is_arm(target: tvm.target.Target) -> bool:
-    """An aarch64 LLVM target."""
-    triple = str(target.attrs.get("mtriple", "") or "")
-    return target.kind.name == "llvm" and (
-        triple.startswith("aarch64") or bool(target.attrs.get("feature.is_aarch64", False)))
-
-
 def eligible(call: relax.Call) -> bool:
     """A float32 NCHW conv with constant OIHW 3x3 weights, stride and dilation 1, no
     groups, batch 1, at least ``MIN_IN`` channels in and ``MIN_OUT`` out."""
-    a = call.attrs
-    data, weight = call.args
-    if not (isinstance(weight, tvm.ir.expr.Constant) and weight.value.dtype == "float32"
-            and data.ty.dtype == "float32"):
+    if not conv_with_constant_weights(call, "float32", "float32", "float32",
+                                      ("NCHW", "OIHW")):
         return False
-    shape = [int(s) for s in weight.value.shape]
-    dshape = data.ty.shape
-    return ((a.data_layout, a.kernel_layout, a.out_layout) == ("NCHW", "OIHW", "NCHW")
-            and str(call.ty.dtype) == "float32" and int(a.groups) == 1
-            and [int(v) for v in a.strides] == [1, 1] and [int(v) for v in a.dilation] == [1, 1]
-            and shape[2:] == [R, R] and shape[0] >= MIN_OUT and shape[1] >= MIN_IN
+    shape = [int(s) for s in call.args[1].value.shape]
+    dshape = call.args[0].ty.shape
+    return (shape[2:] == [R, R] and shape[0] >= MIN_OUT and shape[1] >= MIN_IN
             and all(isinstance(d, tvm.tirx.IntImm) for d in dshape) and int(dshape[0]) == 1)
 
 
