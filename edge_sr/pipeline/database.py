@@ -51,7 +51,7 @@ def open_database(work: Path, allow_missing: bool = True):
         from .vnni import DOTS, register_intrinsic
 
         register_intrinsic()  # ours: two functions, little parsing to speak of
-        if text.count('"Tensorize"') > sum(text.count(f'"{d.intrin}"') for d in DOTS.values()):
+        if text.count('"Tensorize"') > sum(text.count(f'"{name}"') for name in DOTS):
             import tvm.s_tir.tensor_intrin  # noqa: F401 - TVM's (sdot)
     return ms.database.JSONDatabase(str(work / WORKLOAD), str(records),
                                     allow_missing=allow_missing)

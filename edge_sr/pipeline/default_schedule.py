@@ -82,12 +82,12 @@ def _cores(target: tvm.target.Target) -> int:
 def conv_template(sch: s_tir.Schedule, cpu: Cpu, cores: int) -> bool:
     """Rule 1: the tuning template with fixed tiles on the kernel's conv, if it has one."""
     for rv in sch.get_child_blocks(sch.get_sblock("root")):
-        if cpu.vnni and sch.get(rv).name_hint == vnni.CONV:
+        if cpu.int8 and sch.get(rv).name_hint == vnni.CONV:
             conv = match_vnni(sch, rv)
             tiles = register_tiles(conv, vnni.LANES, cpu.registers, 1) if conv else []
             if tiles:
                 schedule_vnni(sch, conv, tiles[0],
-                              image_tile(conv, tiles[0], vnni.LANES, cores))
+                              image_tile(conv, tiles[0], vnni.LANES, cores), cpu.int8)
                 return True
             return False
         conv = match_conv(sch, rv)

@@ -15,7 +15,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .vnni import has_vnni, vnni_conv
+from .vnni import int8_form, vnni_conv
 
 
 def _dlight_gpu() -> tvm.transform.Pass:
@@ -109,7 +109,7 @@ def _dot4_conv() -> tvm.transform.Pass:
 PASSES: dict[str, Callable[[], tvm.transform.Pass]] = {
     "layout_nhwc": _layout_nhwc,
     "dot4_conv": _dot4_conv,
-    "vnni_conv": lambda: vnni_conv,
+    "vnni_conv": vnni_conv,
     "conv_chain": _conv_chain,
     "winograd_conv": _winograd_conv,
     "fold_constant": relax.transform.FoldConstant,
@@ -133,7 +133,7 @@ class PassTarget:
     cpu: bool
     layout: str
     dtype: str
-    vnni: bool = False  # x86 AVX512-VNNI (vpdpbusd)
+    x86_int8: bool = False  # x86 with AVX2: packed int8 convs (vpdpbusd or vpmaddwd)
     dotprod: bool = False  # Arm dot product (sdot)
     arm: bool = False  # an aarch64 CPU
 
@@ -145,7 +145,7 @@ class PassTarget:
         from .templates import is_aarch64
 
         cpu = "gpu" not in target.keys
-        return cls(cpu, layout, dtype, vnni=cpu and has_vnni(target),
+        return cls(cpu, layout, dtype, x86_int8=cpu and int8_form(target) is not None,
                    dotprod=cpu and bool(target.attrs.get("feature.has_dotprod", False)),
                    arm=cpu and is_aarch64(target))
 
@@ -158,14 +158,14 @@ def _always(_: PassTarget) -> bool:
 # in. NHWC converts first, so that constant folding bakes the transposed weights. The conv
 # rewrites come after the first fold (they need constant weights and biases; dot4 packs
 # the folded OHWI ones): int8 NHWC on a dot-product CPU packs conv weights for sdot,
-# int8 NCHW on an x86 CPU with AVX512-VNNI for vpdpbusd, float32 on a CPU fuses cheap
+# int8 NCHW on an x86 CPU for vpdpbusd (VNNI) or vpmaddwd (AVX2), float32 on a CPU fuses cheap
 # convs into the 1x1 convs that read them, and float32 NCHW on an Arm CPU computes 3x3
 # convs by Winograd's F(4x4, 3x3). GPU builds end with a default schedule.
 PIPELINE: tuple[tuple[str, Callable[[PassTarget], bool]], ...] = (
     ("layout_nhwc", lambda t: t.layout == "NHWC"),
     ("fold_constant", _always),
     ("dot4_conv", lambda t: t.layout == "NHWC" and t.dtype == "int8" and t.dotprod),
-    ("vnni_conv", lambda t: t.layout == "NCHW" and t.dtype == "int8" and t.vnni),
+    ("vnni_conv", lambda t: t.layout == "NCHW" and t.dtype == "int8" and t.x86_int8),
     ("conv_chain", lambda t: t.cpu and t.dtype == "float32"),
     ("winograd_conv", lambda t: t.arm and t.layout == "NCHW" and t.dtype == "float32"),
     ("legalize", _always),

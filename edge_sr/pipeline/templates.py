@@ -24,10 +24,11 @@ that producer conv (register-tiled, a reduction again) inside each tile. The def
 spaces stay: tuning keeps whichever measures fastest, and the workloads are unchanged,
 so existing databases still apply (``edge-sr tune --kernel`` adds template candidates).
 
-On x86 CPUs with AVX512-VNNI the same template schedules ``vnni_conv``'s int8 kernels
+On x86 CPUs the same template schedules ``vnni_conv``'s int8 kernels
 (``schedule_vnni``): the tiles and register tile as above, the input packed per tile
 into groups of four channels, and ``vpdpbusd`` on 8 pixels x 4 channels as the
-innermost step (the mixed build's int16 tensors: pairs of channels and ``vpdpwssd``).
+innermost step (the mixed build's int16 tensors: pairs of channels and ``vpdpwssd``);
+without VNNI, pairs of channels widened to int16 and ``vpmaddwd``.
 
 Register budgets: 32 vector registers on AVX-512 (AVX-512VL gives 32 ymm registers) and
 AArch64 NEON, 16 on AVX2; vectors of 8 floats on x86 (and 16 where AVX-512 is there: the
@@ -45,7 +46,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.schedule_rule import PyScheduleRule
 
 from . import vnni, winograd
-from .vnni import has_vnni
+from .vnni import int8_form
 
 # Blocks this rule has scheduled carry this annotation; MetaSchedule's other rules skip
 # any block with a "schedule_rule" annotation, and ApplyCustomRule ignores "None".
@@ -61,7 +62,7 @@ class Cpu:
 
     lanes: tuple[int, ...]
     registers: int
-    vnni: bool = False  # x86 AVX512-VNNI: int8 convs rewritten by ``vnni_conv``
+    int8: str | None = None  # x86 int8 form (``vnni``/``avx2``) of ``vnni_conv``'s kernels
 
 
 def is_aarch64(target: tvm.target.Target) -> bool:
@@ -79,9 +80,9 @@ def cpu_of(target: tvm.target.Target) -> Cpu | None:
     if is_aarch64(target):
         return Cpu((4,), 32)
     if codegen.target_has_features("avx512f", target):
-        return Cpu((8, 16), 32, has_vnni(target))
+        return Cpu((8, 16), 32, int8_form(target))
     if codegen.target_has_features("avx2", target):
-        return Cpu((8,), 16)
+        return Cpu((8,), 16, int8_form(target))
     return None
 
 
@@ -359,7 +360,7 @@ def _all_blocks(sch) -> list:
 def template_spaces(sch, rv, cpu: Cpu) -> list:
     """The template's design spaces for the block at ``rv`` (empty if it is not a conv
     this template handles); ``sch`` itself is left as it is."""
-    if cpu.vnni and _block(sch, rv).name_hint == vnni.CONV:
+    if cpu.int8 and _block(sch, rv).name_hint == vnni.CONV:
         return _vnni_spaces(sch, rv, cpu)
     if any(_block(sch, b).name_hint == winograd.OUT for b in _all_blocks(sch)):
         # a Winograd conv: its fixed schedule, with register tiles of 4 to 16 channels
@@ -395,7 +396,7 @@ def _vnni_spaces(sch, rv, cpu: Cpu) -> list:
     if conv is None:
         return []
     return [space for tile in register_tiles(conv, vnni.LANES, cpu.registers)
-            for space in _space(sch, schedule_vnni, conv, tile)]
+            for space in _space(sch, schedule_vnni, conv, tile, None, cpu.int8)]
 
 
 def producer_fits(sch, conv: Conv, ptile: tuple[int, int], lanes: int, cpu: Cpu) -> bool:
@@ -468,11 +469,11 @@ def match_vnni(sch, rv) -> Conv | None:
 
 
 def schedule_vnni(sch, conv: Conv, tile: tuple[int, int, int],
-                  extents: tuple[int, int, int] | None = None) -> None:
+                  extents: tuple[int, int, int] | None = None, form: str = "vnni") -> None:
     """The template for ``vnni_conv``'s kernel: the same tiles and register tile as
     ``schedule_conv``, the input packed per tile, ``vpdpbusd`` on 8 pixels x 4 channels
-    (int16 data: ``vpdpwssd`` on 2) (``extents``: fixed tile sizes, as in
-    ``schedule_conv``)."""
+    (int16 data: ``vpdpwssd`` on 2; the ``avx2`` form: ``vpmaddwd`` on 2) (``extents``:
+    fixed tile sizes, as in ``schedule_conv``)."""
     lanes = vnni.LANES
     _, ye, xe = extents or (None, None, None)
     block = sch.get_sblock(conv.name)
@@ -501,4 +502,4 @@ def schedule_vnni(sch, conv: Conv, tile: tuple[int, int, int],
     sch.unroll(yr_)
     sch.unroll(xr_)
     vnni.register_intrinsic()
-    sch.tensorize(xv, next(d.intrin for d in vnni.DOTS.values() if d.dot == dot))
+    sch.tensorize(xv, next(d.intrin for d in vnni.FORMS[form].values() if d.dot == dot))

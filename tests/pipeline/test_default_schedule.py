@@ -141,15 +141,15 @@ def test_strided_and_odd_convs_are_scheduled_and_exact(target):
     _check_every_kernel(_float_module(_Strided(), 3, (16, 24), target), target)
 
 
-@pytest.mark.parametrize("target,layout", [(VNNI, "NCHW"), (X86, "NCHW"), (RPI4, "NCHW"),
-                                           (RPI5, "NHWC")],
-                         ids=["vnni", "avx512", "rpi4", "rpi5-dot4"])
+@pytest.mark.parametrize("target,layout", [(VNNI, "NCHW"), (X86, "NCHW"), (AVX2, "NCHW"),
+                                           (RPI4, "NCHW"), (RPI5, "NHWC")],
+                         ids=["vnni", "avx512", "avx2", "rpi4", "rpi5-dot4"])
 def test_int8_kernels_are_scheduled_and_exact(target, layout):
     mod = _int8_module(target, layout)
     names = " ".join(_kernels(mod))
-    if target is VNNI:
+    if target in (VNNI, AVX2):  # vpdpbusd, vpmaddwd
         assert "vnni" in names
-        if not has_vnni(HOST):
+        if target is VNNI and not has_vnni(HOST):
             pytest.skip("this CPU has no AVX512-VNNI to run the vpdpbusd kernels")
     if target is RPI5:
         assert "dot4" in names

@@ -1,6 +1,9 @@
-"""``vnni_conv``: int8 NCHW convs on x86 AVX512-VNNI (``vpdpbusd``), exact to the int32 sum."""
+"""``vnni_conv``: int8 NCHW convs on x86 (``vpdpbusd`` with VNNI, ``vpmaddwd`` on AVX2),
+exact to the int32 sum."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -15,14 +18,16 @@ from edge_sr.models import MODELS, load_model
 from edge_sr.models.torch_passes import subpixel_deconv
 from edge_sr.pipeline import templates, vnni
 from edge_sr.pipeline.builder import BuildConfig, lower
+from edge_sr.pipeline.default_schedule import default_schedule
 from edge_sr.pipeline.passes import passes_for, run_passes
 from edge_sr.quant.lower import lower_to_relax
 from edge_sr.quant.plan import calibrate, int16_candidates, make_plan, trace, with_int16
 
 VNNI = tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake", "num-cores": 2})
+AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3", "num-cores": 2})
 HOST = targets.tvm_target(targets.TARGETS["host"])
-HOST_VNNI = vnni.has_vnni(HOST)
-needs_vnni = pytest.mark.skipif(not HOST_VNNI, reason="this CPU has no AVX512-VNNI")
+HOST_FORM = vnni.int8_form(HOST)
+needs_form = pytest.mark.skipif(HOST_FORM is None, reason="this CPU is no x86 with AVX2")
 
 
 def _conv_ref(x: np.ndarray, w: np.ndarray, pad: int) -> np.ndarray:
@@ -41,16 +46,17 @@ def _conv_ref(x: np.ndarray, w: np.ndarray, pad: int) -> np.ndarray:
 RANGES = {"uint8": (0, 256), "int16": (-32767, 32768)}
 
 
-@pytest.mark.parametrize("dtype", sorted(vnni.DOTS))
+@pytest.mark.parametrize("form", sorted(vnni.FORMS))
+@pytest.mark.parametrize("dtype", vnni.DTYPES)
 @pytest.mark.parametrize("cin,cout,k,pad", [
     (12, 12, 3, 1), (56, 4, 5, 0), (8, 16, 1, 0),
     (1, 56, 5, 2), (3, 8, 3, 1), (3, 8, 1, 0),  # the taps form: no whole group
 ])
-def test_packed_conv_equals_the_int64_conv(cin, cout, k, pad, dtype):
+def test_packed_conv_equals_the_int64_conv(cin, cout, k, pad, dtype, form):
     rng = np.random.default_rng(cin)
     x = rng.integers(*RANGES[dtype], (1, cin, 10, 16)).astype(dtype)
     w = rng.integers(-128, 128, (cout, cin, k, k), dtype=np.int8)
-    wp = vnni.pack_weight(w, dtype)
+    wp = vnni.pack_weight(w, dtype, form)
     data = te.placeholder(x.shape, dtype, name="x")
     weights = te.placeholder(wp.shape, str(wp.dtype), name="w")
     out = vnni.conv2d_nchw_vnni(data, weights, (pad,) * 4, kernel=(k, k))
@@ -61,15 +67,35 @@ def test_packed_conv_equals_the_int64_conv(cin, cout, k, pad, dtype):
     np.testing.assert_array_equal(got.numpy(), _conv_ref(x, w, pad))
 
 
-def test_only_int8_nchw_on_vnni_cpus_get_the_pass():
+@pytest.mark.parametrize("mcpu,form", [("cascadelake", "vnni"), ("alderlake", "vnni"),
+                                       ("znver3", "avx2"), ("haswell", "avx2"),
+                                       ("x86-64", None)])
+def test_each_x86_cpu_gets_its_form(mcpu, form):
+    # Alder Lake: AVX-VNNI without AVX-512; Zen 3 and Haswell: AVX2 only
+    assert vnni.int8_form(tvm.target.Target({"kind": "llvm", "mcpu": mcpu})) == form
+
+
+def test_only_int8_nchw_on_x86_cpus_get_the_pass():
     assert "vnni_conv" in passes_for(VNNI, "NCHW", "int8")
     assert "vnni_conv" not in passes_for(VNNI, "NCHW", "float32")
-    haswell = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
-    assert not vnni.has_vnni(haswell) and "vnni_conv" not in passes_for(haswell, "NCHW", "int8")
+    assert "vnni_conv" in passes_for(AVX2, "NCHW", "int8")
     for name in ("rpi4", "rpi5"):
         t = targets.tvm_target(targets.TARGETS[name])
-        assert not vnni.has_vnni(t)
+        assert vnni.int8_form(t) is None
         assert "vnni_conv" not in passes_for(t, targets.TARGETS[name].layout("int8"), "int8")
+
+
+@pytest.mark.parametrize("mcpu,instruction", [("cascadelake", r"\svpdpbusd"),
+                                              ("alderlake", r"\{vex\}\s+vpdpbusd"),
+                                              ("znver3", r"\svpmaddwd")])
+def test_each_form_emits_its_instruction(mcpu, instruction):
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 2})
+    mod = run_passes(_relax_conv(16, 16), target, passes_for(target, "NCHW", "int8"))
+    mod, _ = default_schedule(mod, target)
+    (func,) = _vnni_kernels(mod).values()
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                      target=target)
+    assert re.search(instruction, lib.mod.inspect_source("asm"))
 
 
 def _relax_conv(cin: int, width: int, dtype: str = "uint8") -> tvm.IRModule:
@@ -93,8 +119,9 @@ def _relax_conv(cin: int, width: int, dtype: str = "uint8") -> tvm.IRModule:
     (9, 16, "int16", False),    # 81 taps
     (12, 16, "int8", False),    # signed 8-bit data: vpdpbusd's data operand is unsigned
 ])
-def test_pass_rewrites_exactly_the_eligible_convs(cin, width, dtype, rewritten):
-    mod = vnni.vnni_conv(_relax_conv(cin, width, dtype))
+@pytest.mark.parametrize("form", sorted(vnni.FORMS))
+def test_pass_rewrites_exactly_the_eligible_convs(cin, width, dtype, rewritten, form):
+    mod = vnni.vnni_conv(form)(_relax_conv(cin, width, dtype))
     names = [gv.name_hint for gv in mod.functions]
     assert any("vnni" in n for n in names) == rewritten
 
@@ -143,8 +170,8 @@ def test_mixed_build_runs_its_16_bit_convs_on_vnni(mixed):
 
 @pytest.mark.slow
 def test_fsrcnn_full_int8_has_four_kinds_of_vnni_kernel(fsrcnn):
-    if not HOST_VNNI:
-        pytest.skip("this CPU has no AVX512-VNNI: the host build has no vnni_conv")
+    if HOST_FORM is None:
+        pytest.skip("this CPU is no x86 with AVX2: the host build has no vnni_conv")
     kernels = [gv.name_hint for gv, f in fsrcnn.mod.functions.items() if isinstance(f, PrimFunc)]
     # head (taps form), shrink, maps (one kernel, four calls), expand, sub-pixel conv
     assert len([k for k in kernels if "conv2d_vnni" in k]) >= 5
@@ -155,8 +182,8 @@ def test_fsrcnn_full_int8_has_four_kinds_of_vnni_kernel(fsrcnn):
 def test_zero_point_pads_run_inside_the_vnni_kernels(fsrcnn):
     # The quantizer pads each conv's input with its zero point; the packed kernels take
     # that pad in (bit-identity with the plain module is checked below).
-    if not HOST_VNNI:
-        pytest.skip("this CPU has no AVX512-VNNI: the host build has no vnni_conv")
+    if HOST_FORM is None:
+        pytest.skip("this CPU is no x86 with AVX2: the host build has no vnni_conv")
     calls = [ln for ln in fsrcnn.mod["main"].script().splitlines() if "R.call_tir(" in ln]
     assert not [c for c in calls if "R.call_tir(cls.pad" in c or "call_tir(pad" in c]
     # quantize, head, shrink, four maps, expand, sub-pixel conv, depth-to-space
@@ -200,28 +227,31 @@ def _vnni_kernels(mod: tvm.IRModule) -> dict[str, PrimFunc]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("target", [VNNI, AVX2], ids=["vnni", "avx2"])
 @pytest.mark.parametrize("build", ["full", "mixed"])
-def test_template_spaces_tensorize_into_vnni_instructions(build, mixed):
-    # compiles for a VNNI CPU on any machine: the library must contain the instruction
+def test_template_spaces_tensorize_into_dot_instructions(build, target, mixed):
+    # compiles for the CPU on any machine: the library must contain the instruction
     raw = _fsrcnn_int8(passes=["fold_constant"]).mod if build == "full" else mixed
-    mod = run_passes(raw, VNNI, passes_for(VNNI, "NCHW", "int8")[build == "full":])
+    mod = run_passes(raw, target, passes_for(target, "NCHW", "int8")[build == "full":])
     kernels = _vnni_kernels(mod)
     assert kernels
     for name, func in kernels.items():
         # LLVM may emit vpdpwssd as vpmaddwd + vpaddd where it schedules that faster
         wanted = ("vpdpwssd", "vpmaddwd") if name in _int16_kernels(mod) else ("vpdpbusd",)
-        spaces, post = _template_spaces(func, VNNI)
+        if target is AVX2:
+            wanted = ("vpmaddwd",)
+        spaces, post = _template_spaces(func, target)
         assert spaces, name
         for space in spaces:
             assert all(p.apply(space) for p in post), name
         lib = tvm.compile(tvm.IRModule({"main": spaces[0].mod["main"].with_attr(
-            "global_symbol", "main")}), target=VNNI)
+            "global_symbol", "main")}), target=target)
         asm = lib.mod.inspect_source("asm")
         assert any(w in asm for w in wanted), name
 
 
 @pytest.mark.slow
-@needs_vnni
+@needs_form
 @pytest.mark.parametrize("build", ["full", "mixed"])
 def test_template_spaces_compute_the_kernel_exactly(build, fsrcnn, mixed):
     rng = np.random.default_rng(0)
@@ -241,7 +271,7 @@ def test_template_spaces_compute_the_kernel_exactly(build, fsrcnn, mixed):
 
 
 @pytest.mark.slow
-@needs_vnni
+@needs_form
 def test_int8_module_is_bit_identical_with_and_without_the_pass(fsrcnn):
     plain = _fsrcnn_int8(passes=[n for n in fsrcnn.passes if n != "vnni_conv"])
     x = np.random.default_rng(1).random((1, 1, 24, 32), dtype=np.float32)
@@ -253,7 +283,7 @@ def test_int8_module_is_bit_identical_with_and_without_the_pass(fsrcnn):
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
-@needs_vnni
+@needs_form
 def test_mixed_module_is_bit_identical_with_and_without_the_pass(mixed):
     x = np.random.default_rng(1).random((1, 1, 24, 32), dtype=np.float32)
     names = passes_for(HOST, "NCHW", "int8")
