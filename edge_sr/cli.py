@@ -273,6 +273,9 @@ def cmd_bench_device(args: argparse.Namespace) -> int:
     from .device.rpc import parse_device
     from .harness import BenchConfig, Resilience, bench_device, format_report
 
+    if args.stream:
+        return _bench_stream(args)
+
     restart = None
     if args.serial:
         from .device import RpcConfig, rpc_restarter
@@ -291,6 +294,19 @@ def cmd_bench_device(args: argparse.Namespace) -> int:
         print(f"edge-sr bench-device: error: {len(gaps)} image(s) not measured ({why}); "
               f"partial report in {report['report_dir']}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _bench_stream(args: argparse.Namespace) -> int:
+    from runtime.stream import format_report, parse_size
+
+    from .harness.stream import StreamBenchConfig, bench_stream
+
+    report = bench_stream(StreamBenchConfig(
+        artifact=args.artifact, device=args.device, tracker=args.tracker, key=args.key,
+        size=parse_size(args.stream_size, "--stream-size"), pix_fmt=args.pix_fmt,
+        frames=args.frames, timeout=args.timeout))
+    print(json.dumps(report) if args.json else format_report(report))
     return 0
 
 
@@ -523,6 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--call-timeout", type=float, default=300,
                    help="seconds one remote call may take before the device counts as hung")
     p.add_argument("--retries", type=int, default=3, help="reconnection attempts after a fault")
+    p.add_argument("--stream", action="store_true",
+                   help="time the device's stream pipeline (runtime.stream) on noise frames "
+                   "against its module alone, instead of images")
+    p.add_argument("--stream-size", default="640x360", help="stream frame WIDTHxHEIGHT")
+    p.add_argument("--pix-fmt", choices=("yuv420p", "rgb24"), default="yuv420p")
+    p.add_argument("--frames", type=int, default=30, help="stream frames timed")
     add_console_args(p, required=False)
 
     p = sub.add_parser("bench", help="latency of PyTorch, ONNX Runtime and TVM side by side")
@@ -590,6 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean "the user gave bad input": printed as one line."""
     from runtime.artifact import ArtifactError
+    from runtime.stream import StreamError
     from runtime.upscale import ImageError
     from targets import TargetError
 
@@ -598,7 +621,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .models import ModelError
 
     return (EdgeSRError, DatasetError, ModelError, TargetError, ArtifactError, ImageError,
-            FileNotFoundError)
+            StreamError, FileNotFoundError)
 
 
 def _declare_models(args: argparse.Namespace) -> None:

@@ -111,11 +111,12 @@ def register() -> None:
 
 def register_all() -> None:
     """Every global function the host calls on the device (info, per-kernel profile,
-    peer runtimes' timing, background load, thread pool set-up)."""
-    from runtime import load, profile, threads
+    peer runtimes' timing, background load, thread pool set-up, stream benchmark)."""
+    from runtime import load, profile, stream, threads
 
     register()
     threads.register()
     profile.register()
     profile.register_peers()
     load.register()
+    stream.register()

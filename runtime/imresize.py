@@ -21,8 +21,9 @@ def _cubic(x: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def resize_matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
-    """Dense (out_len, in_len) matrix of MATLAB's bicubic weights along one axis."""
+def resize_taps(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """MATLAB's bicubic weights along one axis as taps: ``(src, w)``, both (out_len, taps):
+    output ``i`` is ``sum_t w[i, t] * x[src[i, t]]`` (source indices already mirrored)."""
     width = 4.0
     if scale < 1:  # antialiasing: stretch the kernel by 1/scale
         width /= scale
@@ -37,9 +38,55 @@ def resize_matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
     # MATLAB's symmetric boundary: index 0 -> 1, -1 -> 2, n+1 -> n, ...
     mirror = np.concatenate([np.arange(in_len), np.arange(in_len)[::-1]])
     src = mirror[(idx.astype(np.int64) - 1) % (2 * in_len)]
+    keep = np.any(w != 0, axis=0)  # MATLAB drops all-zero tap columns too
+    return src[:, keep], w[:, keep]
+
+
+def resize_matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
+    """Dense (out_len, in_len) matrix of MATLAB's bicubic weights along one axis."""
+    src, w = resize_taps(in_len, out_len, scale)
     mat = np.zeros((out_len, in_len))
-    np.add.at(mat, (np.repeat(np.arange(out_len), taps), src.ravel()), w.ravel())
+    np.add.at(mat, (np.repeat(np.arange(out_len), src.shape[1]), src.ravel()), w.ravel())
     return mat
+
+
+def _upscale_axis(x: np.ndarray, axis: int, s: int) -> np.ndarray:
+    """An integer upscale along ``axis`` by slices: output ``q*s + p`` reads the same taps
+    at ``q + offset[p]`` of the symmetrically padded input, so each phase is a few
+    whole-array multiply-adds (the products and their order are ``_resize_axis``'s)."""
+    n = x.shape[axis]
+    width = 4.0
+    u = np.arange(1, s + 1, dtype=np.float64) / s + 0.5 * (1 - 1 / s)
+    left = np.floor(u - width / 2)  # 1-based first tap of outputs 0..s-1
+    taps = int(math.ceil(width)) + 2
+    dist = u[:, None] - (left[:, None] + np.arange(taps)[None, :])
+    w = _cubic(dist)
+    w /= w.sum(axis=1, keepdims=True)
+    pad = taps + 1
+    xp = np.pad(np.moveaxis(x, axis, 0), [(pad, pad)] + [(0, 0)] * (x.ndim - 1),
+                mode="symmetric")
+    out = np.empty((n * s,) + xp.shape[1:])
+    for p in range(s):
+        start = int(left[p]) - 1 + pad
+        acc = w[p, 0] * xp[start:start + n]
+        for t in range(1, taps):
+            acc += w[p, t] * xp[start + t:start + t + n]
+        out[p::s] = acc
+    return np.moveaxis(out, 0, axis)
+
+
+def _resize_axis(x: np.ndarray, axis: int, out_len: int, scale: float) -> np.ndarray:
+    # a few taps per output instead of a dense matrix product: a 360x640 chroma plane
+    # upscaled x2 costs about 4 million multiply-adds instead of 190 million
+    if scale >= 1 and float(scale).is_integer() and out_len == x.shape[axis] * int(scale):
+        return _upscale_axis(x, axis, int(scale))
+    src, w = resize_taps(x.shape[axis], out_len, scale)
+    x = np.moveaxis(x, axis, 0)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    y = w[:, 0].reshape(shape) * x[src[:, 0]]
+    for t in range(1, src.shape[1]):
+        y += w[:, t].reshape(shape) * x[src[:, t]]
+    return np.moveaxis(y, 0, axis)
 
 
 def imresize(img: np.ndarray, scale: float) -> np.ndarray:
@@ -55,12 +102,7 @@ def imresize(img: np.ndarray, scale: float) -> np.ndarray:
     """
     h, w = img.shape[:2]
     out_h, out_w = int(math.ceil(h * scale)), int(math.ceil(w * scale))
-    mh, mw = resize_matrix(h, out_h, scale), resize_matrix(w, out_w, scale)
-    x = img.astype(np.float64)
-    if x.ndim == 2:
-        y = mh @ x @ mw.T
-    else:
-        y = np.einsum("oh,hwc,pw->opc", mh, x, mw, optimize=True)
+    y = _resize_axis(_resize_axis(img.astype(np.float64), 0, out_h, scale), 1, out_w, scale)
     if img.dtype == np.uint8:
         return np.clip(np.round(y), 0, 255).astype(np.uint8)
     return y

@@ -126,9 +126,7 @@ def write_picture(pic: Picture, path: str | Path) -> None:
         data = np.round(np.clip(pic.rgb[..., 0], 0, 1) * 65535).astype(np.uint16)
         im = Image.fromarray(data)
     else:
-        u8 = np.round(np.clip(pic.rgb, 0, 1) * 255).astype(np.uint8)
-        if pic.gray:
-            u8 = u8[..., 0]
+        u8 = to_uint8(pic)
         keep_alpha = pic.alpha is not None and ext not in (".jpg", ".jpeg", ".bmp")
         if pic.alpha is not None and not keep_alpha:
             print(f"runtime.upscale: {ext} has no alpha channel; alpha dropped", file=sys.stderr)
@@ -144,21 +142,55 @@ def write_picture(pic: Picture, path: str | Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@dataclass
+class Prepared:
+    """A picture made ready for the module: what runs on it, and what does not.
+
+    Attributes:
+        planes: The module's input, CxHxW float32 on [0, 1] (Y models: luma only).
+        chroma: Cb/Cr already upscaled (sH x sW x 2, 0-255 scale) for Y models, else None.
+        alpha: Alpha already upscaled, or None.
+    """
+
+    planes: np.ndarray
+    chroma: np.ndarray | None
+    alpha: np.ndarray | None
+
+
+def prepare_picture(pic: Picture, scale: int, colour: str) -> Prepared:
+    """The work before the module: colour conversion, chroma and alpha upscaling."""
+    alpha = None if pic.alpha is None else np.clip(imresize(pic.alpha, scale), 0, 1)
+    if colour == "y":
+        ycc = rgb_to_ycbcr(pic.rgb)
+        return Prepared((ycc[..., 0] / 255.0).astype(np.float32)[None],
+                        imresize(ycc[..., 1:], scale), alpha)
+    return Prepared(pic.rgb.transpose(2, 0, 1).astype(np.float32), None, alpha)
+
+
+def finish_picture(pic: Picture, prep: Prepared, out: np.ndarray) -> Picture:
+    """The work after the module: its output (CxsHxsW float32) back into a ``Picture``
+    with ``pic``'s kind (grayscale, bit depth)."""
+    if prep.chroma is not None:
+        rgb = ycbcr_to_rgb(np.dstack([out[0].astype(np.float64) * 255.0, prep.chroma]))
+    else:
+        rgb = out.transpose(1, 2, 0).astype(np.float64)
+        if pic.gray:
+            rgb = np.repeat(rgb.mean(2, keepdims=True), 3, 2)
+    return Picture(np.clip(rgb, 0, 1), prep.alpha, pic.gray, pic.bits)
+
+
 def upscale_picture(pic: Picture, engine, progress=None) -> Picture:
     """Super-resolve a picture with an engine (see ``runtime.engine.Engine``)."""
     scale, colour = int(engine.manifest["scale"]), engine.manifest["colour"]
-    if colour == "y":
-        ycc = rgb_to_ycbcr(pic.rgb)
-        y = engine.upscale((ycc[..., 0] / 255.0).astype(np.float32)[None], progress)[0]
-        chroma = imresize(ycc[..., 1:], scale)
-        rgb = ycbcr_to_rgb(np.dstack([y.astype(np.float64) * 255.0, chroma]))
-    else:
-        planes = pic.rgb.transpose(2, 0, 1).astype(np.float32)
-        rgb = engine.upscale(planes, progress).transpose(1, 2, 0).astype(np.float64)
-        if pic.gray:
-            rgb = np.repeat(rgb.mean(2, keepdims=True), 3, 2)
-    alpha = None if pic.alpha is None else np.clip(imresize(pic.alpha, scale), 0, 1)
-    return Picture(np.clip(rgb, 0, 1), alpha, pic.gray, pic.bits)
+    prep = prepare_picture(pic, scale, colour)
+    return finish_picture(pic, prep, engine.upscale(prep.planes, progress))
+
+
+def to_uint8(pic: Picture) -> np.ndarray:
+    """HxWx3 (HxW for grayscale) uint8 pixels of a ``Picture``, as ``write_picture``
+    stores an 8-bit image."""
+    u8 = np.round(np.clip(pic.rgb, 0, 1) * 255).astype(np.uint8)
+    return u8[..., 0] if pic.gray else u8
 
 
 def text_progress(items: list, label: str = "tiles") -> Iterable:
