@@ -305,7 +305,7 @@ def _bench_stream(args: argparse.Namespace) -> int:
     report = bench_stream(StreamBenchConfig(
         artifact=args.artifact, device=args.device, tracker=args.tracker, key=args.key,
         size=parse_size(args.stream_size, "--stream-size"), pix_fmt=args.pix_fmt,
-        frames=args.frames, timeout=args.timeout))
+        frames=args.frames, side_nice=args.side_nice, timeout=args.timeout))
     print(json.dumps(report) if args.json else format_report(report))
     return 0
 
@@ -545,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream-size", default="640x360", help="stream frame WIDTHxHEIGHT")
     p.add_argument("--pix-fmt", choices=("yuv420p", "rgb24"), default="yuv420p")
     p.add_argument("--frames", type=int, default=30, help="stream frames timed")
+    p.add_argument("--side-nice", type=int, default=10,
+                   help="niceness added to the stream's threads beside the module's")
     add_console_args(p, required=False)
 
     p = sub.add_parser("bench", help="latency of PyTorch, ONNX Runtime and TVM side by side")

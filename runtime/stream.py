@@ -225,11 +225,15 @@ class StreamConfig:
         queue: Frames each queue between two stages holds (the pipeline's depth).
         drop_late: Skip a frame that finds the first queue full instead of waiting.
         limit: Stop after this many frames (0: all).
+        side_nice: Niceness added to the reading, preparing and finishing threads (Linux),
+            so that the module's threads keep their cores and its barriers do not wait
+            for a preempted worker (0: none).
     """
 
     queue: int = 2
     drop_late: bool = False
     limit: int = 0
+    side_nice: int = 10
 
 
 def run_stream(frames: Iterator[object], upscaler: Upscaler, writer: Writer,
@@ -270,6 +274,7 @@ def run_stream(frames: Iterator[object], upscaler: Upscaler, writer: Writer,
         except for bad input (``drain``): the frames read before it are still written."""
         def run() -> None:
             try:
+                _renice(cfg.side_nice)
                 body()
             except BaseException as exc:  # noqa: BLE001 - handed to the caller below
                 failure.append(exc)
@@ -342,6 +347,18 @@ def run_stream(frames: Iterator[object], upscaler: Upscaler, writer: Writer,
     return report(done, time.perf_counter() - start, dropped[0])
 
 
+def _renice(step: int) -> None:
+    """Raise the calling thread's niceness by ``step`` (Linux threads are tasks; a no-op
+    elsewhere or where refused)."""
+    if step <= 0 or threading.current_thread() is threading.main_thread():
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + step)
+    except (AttributeError, OSError):
+        pass
+
+
 def _pct(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)) * 1e3, 2) if values else 0.0
 
@@ -404,7 +421,7 @@ def synthetic_frames(n: int, width: int, height: int, pix_fmt: str) -> Iterator[
 
 
 def stream_bench(engine, width: int, height: int, pix_fmt: str = "yuv420p",
-                 frames: int = 30) -> dict:
+                 frames: int = 30, side_nice: int = StreamConfig.side_nice) -> dict:
     """The stream's frames per second against the module's own: the module alone on one
     frame's planes ``frames`` times, then ``frames`` synthetic frames through the whole
     pipeline (output discarded). ``ratio`` is stream fps / module fps (1.0: the other
@@ -417,14 +434,15 @@ def stream_bench(engine, width: int, height: int, pix_fmt: str = "yuv420p",
     for _ in range(frames):
         up.module(work)
     module_fps = frames / (time.perf_counter() - t0)
-    rep = run_stream(synthetic_frames(frames, width, height, pix_fmt), up, NullWriter())
+    rep = run_stream(synthetic_frames(frames, width, height, pix_fmt), up, NullWriter(),
+                     StreamConfig(side_nice=side_nice))
     return {**rep, "module_fps": round(module_fps, 2), "ratio": round(rep["fps"] / module_fps, 3),
-            "size": f"{width}x{height}", "pix_fmt": pix_fmt}
+            "size": f"{width}x{height}", "pix_fmt": pix_fmt, "side_nice": side_nice}
 
 
 def register() -> None:
     """Register ``edge_sr.stream_bench(library, manifest_json, width, height, pix_fmt,
-    frames) -> json`` (library: an upload): ``stream_bench`` run on the device itself."""
+    frames, side_nice) -> json`` (library: an upload): ``stream_bench`` on the device."""
     import tvm
     from tvm.runtime.vm import VirtualMachine
 
@@ -432,14 +450,14 @@ def register() -> None:
     from .threads import AdaptivePool, configure_pool
 
     def bench(library: str, manifest_json: str, width: int, height: int, pix_fmt: str,
-              frames: int) -> str:
+              frames: int, side_nice: int) -> str:
         path = tvm.get_global_func("tvm.rpc.server.workpath")(library)
         configure_pool()
         engine = Engine(VirtualMachine(tvm.runtime.load_module(path), tvm.cpu()), tvm.cpu(),
                         json.loads(manifest_json), AdaptivePool())
         try:
             return json.dumps(stream_bench(engine, int(width), int(height), pix_fmt,
-                                           int(frames)))
+                                           int(frames), int(side_nice)))
         except StreamError as exc:
             return json.dumps({"error": str(exc)})
 
@@ -485,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench", type=int, default=0, metavar="N",
                         help="no input or output: N frames of noise at --size, timed against "
                         "the module alone")
+    parser.add_argument("--side-nice", type=int, default=StreamConfig.side_nice,
+                        help="niceness added to the threads beside the module's "
+                        "(default %(default)s; 0: none)")
     parser.add_argument("--stats", help="write the report as JSON to this file")
     parser.add_argument("--quiet", action="store_true", help="no report on stderr")
     args = parser.parse_args(argv)
@@ -495,13 +516,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.size is None:
                 raise StreamError("--bench needs --size WIDTHxHEIGHT")
             rep = stream_bench(load_local(args.artifact), *parse_size(args.size), args.pix_fmt,
-                               args.bench)
+                               args.bench, args.side_nice)
         else:
             frames = open_frames(args.input, args.size, args.pix_fmt)
             upscaler = Upscaler(load_local(args.artifact), args.pix_fmt)
             writer = Writer(args.output, args.pix_fmt)
             rep = run_stream(frames, upscaler, writer,
-                             StreamConfig(args.queue, args.drop_late, args.frames))
+                             StreamConfig(args.queue, args.drop_late, args.frames,
+                                          args.side_nice))
     except (StreamError, ImageError, ArtifactError) as exc:
         print(f"runtime.stream: error: {exc}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ class StreamBenchConfig:
         size: Frame (width, height) in, ffmpeg's order.
         pix_fmt: ``yuv420p`` or ``rgb24``.
         frames: Frames timed (after one warm-up call of the module).
+        side_nice: Niceness added to the stream's threads beside the module's.
         timeout: RPC session seconds.
     """
 
@@ -33,6 +34,7 @@ class StreamBenchConfig:
     size: tuple[int, int] = (640, 360)
     pix_fmt: str = "yuv420p"
     frames: int = 30
+    side_nice: int = 10
     timeout: float = 600
 
 
@@ -51,7 +53,8 @@ def bench_stream(cfg: StreamBenchConfig) -> dict:
         raise DeviceError("the device's runtime has no edge_sr.stream_bench: update its "
                           "runtime/ folder and restart its server") from None
     try:
-        out = json.loads(func(name, json.dumps(manifest), *cfg.size, cfg.pix_fmt, cfg.frames))
+        out = json.loads(func(name, json.dumps(manifest), *cfg.size, cfg.pix_fmt, cfg.frames,
+                              cfg.side_nice))
     except Exception as exc:  # noqa: BLE001
         raise DeviceError(f"the stream benchmark failed on the device: {first_line(exc)}") \
             from None

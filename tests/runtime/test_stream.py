@@ -4,8 +4,10 @@ input and output errors."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -170,3 +172,21 @@ def test_cli_bad_input_is_one_line(host_artifact, args, message):
                           capture_output=True, timeout=120)
     err = proc.stderr.decode().strip()
     assert proc.returncode == 2 and message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no per-thread niceness here")
+def test_threads_beside_the_module_run_nicer():
+    seen = {}
+
+    class Recording(Upscaler):
+        def prepare(self, data):
+            seen["prepare"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            return super().prepare(data)
+
+        def module(self, work):
+            seen["module"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            return super().module(work)
+
+    run_stream(_paced(2, 0.0), Recording(_SlowEngine(), "rgb24"),
+               Writer("-", "rgb24", io.BytesIO()), StreamConfig(side_nice=5))
+    assert seen["prepare"] == min(19, seen["module"] + 5)
