@@ -205,7 +205,11 @@ class Writer:
             else:
                 write_picture(result, self.folder / f"{self.count:06d}.png")
         else:
-            data = result if isinstance(result, bytes) else to_uint8(result).tobytes()
+            if isinstance(result, bytes):
+                data = result
+            else:  # rgb24 whatever the source image was (grayscale replicated, alpha dropped)
+                u8 = to_uint8(result)
+                data = (np.repeat(u8[..., None], 3, 2) if u8.ndim == 2 else u8).tobytes()
             try:
                 self.out.write(data)
                 self.out.flush()
