@@ -26,8 +26,11 @@ HOST = targets.tvm_target(targets.TARGETS["host"])
 
 
 def test_cpu_shapes():
-    assert templates.cpu_of(X86) == templates.Cpu((8, 16), 32)
-    assert templates.cpu_of(AVX2) == templates.Cpu((8,), 16)
+    # the int8 form of vnni_conv's kernels: no VNNI on either, pairs on vpmaddwd
+    assert templates.cpu_of(X86) == templates.Cpu((8, 16), 32, "avx2")
+    assert templates.cpu_of(AVX2) == templates.Cpu((8,), 16, "avx2")
+    cascadelake = tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake"})
+    assert templates.cpu_of(cascadelake) == templates.Cpu((8, 16), 32, "vnni")
     assert templates.cpu_of(ARM) == templates.Cpu((4,), 32)
     assert templates.cpu_of(tvm.target.Target({"kind": "cuda", "arch": "sm_80"})) is None
     # no template, no custom space: TVM's own default
