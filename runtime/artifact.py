@@ -95,9 +95,14 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
         raise
 
 
-def write_json_atomic(path: str | Path, obj: dict) -> None:
-    """Write JSON through a temporary file and a rename."""
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write a file through a temporary file and a rename: whole or not at all."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | Path, obj: dict) -> None:
+    """Write JSON through a temporary file and a rename."""
+    write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())

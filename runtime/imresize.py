@@ -20,10 +20,9 @@ def _cubic(x: np.ndarray) -> np.ndarray:
             + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2)))
 
 
-@lru_cache(maxsize=256)
-def resize_taps(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """MATLAB's bicubic weights along one axis as taps: ``(src, w)``, both (out_len, taps):
-    output ``i`` is ``sum_t w[i, t] * x[src[i, t]]`` (source indices already mirrored)."""
+def _weights(out_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(idx, w)``, both (out_len, taps): the 1-based source positions (unmirrored) of
+    outputs 1..out_len and MATLAB's bicubic weights on them."""
     width = 4.0
     if scale < 1:  # antialiasing: stretch the kernel by 1/scale
         width /= scale
@@ -31,10 +30,17 @@ def resize_taps(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray, np
     u = x / scale + 0.5 * (1 - 1 / scale)
     left = np.floor(u - width / 2)
     taps = int(math.ceil(width)) + 2
-    idx = left[:, None] + np.arange(taps)[None, :]  # 1-based source positions
+    idx = left[:, None] + np.arange(taps)[None, :]
     dist = u[:, None] - idx
     w = scale * _cubic(dist * scale) if scale < 1 else _cubic(dist)
-    w /= w.sum(axis=1, keepdims=True)
+    return idx, w / w.sum(axis=1, keepdims=True)
+
+
+@lru_cache(maxsize=256)
+def resize_taps(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """MATLAB's bicubic weights along one axis as taps: ``(src, w)``, both (out_len, taps):
+    output ``i`` is ``sum_t w[i, t] * x[src[i, t]]`` (source indices already mirrored)."""
+    idx, w = _weights(out_len, scale)
     # MATLAB's symmetric boundary: index 0 -> 1, -1 -> 2, n+1 -> n, ...
     mirror = np.concatenate([np.arange(in_len), np.arange(in_len)[::-1]])
     src = mirror[(idx.astype(np.int64) - 1) % (2 * in_len)]
@@ -55,19 +61,14 @@ def _upscale_axis(x: np.ndarray, axis: int, s: int) -> np.ndarray:
     at ``q + offset[p]`` of the symmetrically padded input, so each phase is a few
     whole-array multiply-adds (the products and their order are ``_resize_axis``'s)."""
     n = x.shape[axis]
-    width = 4.0
-    u = np.arange(1, s + 1, dtype=np.float64) / s + 0.5 * (1 - 1 / s)
-    left = np.floor(u - width / 2)  # 1-based first tap of outputs 0..s-1
-    taps = int(math.ceil(width)) + 2
-    dist = u[:, None] - (left[:, None] + np.arange(taps)[None, :])
-    w = _cubic(dist)
-    w /= w.sum(axis=1, keepdims=True)
+    idx, w = _weights(s, s)  # outputs 0..s-1: one of each phase
+    taps = w.shape[1]
     pad = taps + 1
     xp = np.pad(np.moveaxis(x, axis, 0), [(pad, pad)] + [(0, 0)] * (x.ndim - 1),
                 mode="symmetric")
     out = np.empty((n * s,) + xp.shape[1:])
     for p in range(s):
-        start = int(left[p]) - 1 + pad
+        start = int(idx[p, 0]) - 1 + pad
         acc = w[p, 0] * xp[start:start + n]
         for t in range(1, taps):
             acc += w[p, t] * xp[start + t:start + t + n]

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import ArtifactError
+from .artifact import ArtifactError, write_bytes_atomic
 from .imresize import imresize
 from .upscale import (
     ImageError,
@@ -167,8 +167,7 @@ class Upscaler:
     def prepare(self, data):
         if self.pix_fmt == "yuv420p":
             y, u, v = data
-            chroma = [np.clip(np.round(imresize(c.astype(np.float64), self.scale)), 0, 255)
-                      .astype(np.uint8) for c in (u, v)]
+            chroma = [imresize(c, self.scale) for c in (u, v)]  # uint8: rounded, clipped
             return (y.astype(np.float32) / np.float32(255.0))[None], chroma
         return prepare_picture(data, self.scale, self.colour)
 
@@ -198,10 +197,7 @@ class Writer:
     def write(self, result) -> None:
         if self.folder is not None:
             if isinstance(result, bytes):
-                path = self.folder / f"{self.count:06d}.yuv"
-                tmp = path.with_name(f".{path.name}.tmp")
-                tmp.write_bytes(result)
-                os.replace(tmp, path)
+                write_bytes_atomic(self.folder / f"{self.count:06d}.yuv", result)
             else:
                 write_picture(result, self.folder / f"{self.count:06d}.png")
         else:
@@ -371,16 +367,13 @@ def report(frames: list[Frame], wall: float, dropped: int = 0) -> dict:
     """Frames per second, and p50/p90 milliseconds of each stage and of each frame's
     whole way (its reading started to its writing done)."""
     out = {"frames": len(frames), "dropped": dropped, "seconds": round(wall, 3),
-           "fps": round(len(frames) / wall, 2) if wall > 0 else 0.0, "stages": {}}
-    for name in (*STAGES, "latency"):
+           "fps": round(len(frames) / wall, 2) if wall > 0 else 0.0}
+    def entry(name: str) -> dict:
         values = [f.times[name] for f in frames if name in f.times]
-        key = "stages" if name != "latency" else None
-        entry = {"p50_ms": _pct(values, 50), "p90_ms": _pct(values, 90)}
-        if key:
-            out["stages"][name] = entry
-        else:
-            out["latency"] = entry
-    return out
+        return {"p50_ms": _pct(values, 50), "p90_ms": _pct(values, 90)}
+
+    return {**out, "stages": {name: entry(name) for name in STAGES},
+            "latency": entry("latency")}
 
 
 def format_report(rep: dict) -> str:
