@@ -8,6 +8,7 @@ _RGB2YCBCR = np.array([[65.481, 128.553, 24.966],
                        [-37.797, -74.203, 112.0],
                        [112.0, -93.786, -18.214]])
 _OFFSET = np.array([16.0, 128.0, 128.0])
+_YCBCR2RGB = np.linalg.inv(_RGB2YCBCR)
 
 
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
@@ -17,7 +18,38 @@ def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
 
 def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
     """Inverse of ``rgb_to_ycbcr``: YCbCr on the 0-255 scale -> RGB in [0, 1]."""
-    return (ycc - _OFFSET) @ np.linalg.inv(_RGB2YCBCR).T
+    return (ycc - _OFFSET) @ _YCBCR2RGB.T
+
+
+def ycbcr_planes(rgb: np.ndarray, dtype=np.float32) -> list[np.ndarray]:
+    """RGB in [0, 1] (HxWx3) -> [Y, Cb, Cr] planes (HxW, 0-255 scale) computed in ``dtype``.
+
+    ``rgb_to_ycbcr``'s coefficients, plane by plane: in float32 a quarter of the
+    interleaved float64 product's memory traffic (the video path's budget).
+    """
+    r, g, b = (np.ascontiguousarray(rgb[..., k], dtype=dtype) for k in range(3))
+    planes = []
+    for row, offset in zip(_RGB2YCBCR, _OFFSET):
+        p = r * dtype(row[0])
+        p += g * dtype(row[1])
+        p += b * dtype(row[2])
+        p += dtype(offset)
+        planes.append(p)
+    return planes
+
+
+def rgb_from_ycbcr_planes(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
+    """Inverse of ``ycbcr_planes``: HxW planes (0-255 scale) -> HxWx3 RGB on [0, 1],
+    clipped, in the planes' dtype."""
+    dtype = y.dtype.type
+    centred = [y - dtype(16.0), cb - dtype(128.0), cr - dtype(128.0)]
+    out = np.empty(y.shape + (3,), dtype)
+    for k, row in enumerate(_YCBCR2RGB):
+        ch = centred[0] * dtype(row[0])
+        for c, coeff in zip(centred[1:], row[1:]):
+            ch += c * dtype(coeff)
+        out[..., k] = ch
+    return np.clip(out, 0, 1, out=out)
 
 
 def rgb_to_y(rgb_u8: np.ndarray) -> np.ndarray:

@@ -59,21 +59,28 @@ def resize_matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
 def _upscale_axis(x: np.ndarray, axis: int, s: int) -> np.ndarray:
     """An integer upscale along ``axis`` by slices: output ``q*s + p`` reads the same taps
     at ``q + offset[p]`` of the symmetrically padded input, so each phase is a few
-    whole-array multiply-adds (the products and their order are ``_resize_axis``'s)."""
+    whole-array multiply-adds (the products and their order are ``_resize_axis``'s).
+    The output keeps the input's axis order in memory (C-contiguous)."""
     n = x.shape[axis]
     idx, w = _weights(s, s)  # outputs 0..s-1: one of each phase
+    w = w.astype(x.dtype)  # float64 scalars would promote a float32 image
     taps = w.shape[1]
     pad = taps + 1
-    xp = np.pad(np.moveaxis(x, axis, 0), [(pad, pad)] + [(0, 0)] * (x.ndim - 1),
-                mode="symmetric")
-    out = np.empty((n * s,) + xp.shape[1:])
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (pad, pad)
+    xp = np.pad(x, widths, mode="symmetric")
+
+    def along(start, stop, step=None):
+        return (slice(None),) * axis + (slice(start, stop, step),)
+
+    out = np.empty(x.shape[:axis] + (n * s,) + x.shape[axis + 1:], x.dtype)
     for p in range(s):
         start = int(idx[p, 0]) - 1 + pad
-        acc = w[p, 0] * xp[start:start + n]
+        acc = w[p, 0] * xp[along(start, start + n)]
         for t in range(1, taps):
-            acc += w[p, t] * xp[start + t:start + t + n]
-        out[p::s] = acc
-    return np.moveaxis(out, 0, axis)
+            acc += w[p, t] * xp[along(start + t, start + t + n)]
+        out[along(p, None, s)] = acc
+    return out
 
 
 def _resize_axis(x: np.ndarray, axis: int, out_len: int, scale: float) -> np.ndarray:
@@ -82,6 +89,7 @@ def _resize_axis(x: np.ndarray, axis: int, out_len: int, scale: float) -> np.nda
     if scale >= 1 and float(scale).is_integer() and out_len == x.shape[axis] * int(scale):
         return _upscale_axis(x, axis, int(scale))
     src, w = resize_taps(x.shape[axis], out_len, scale)
+    w = w.astype(x.dtype)
     x = np.moveaxis(x, axis, 0)
     shape = (-1,) + (1,) * (x.ndim - 1)
     y = w[:, 0].reshape(shape) * x[src[:, 0]]
@@ -90,20 +98,23 @@ def _resize_axis(x: np.ndarray, axis: int, out_len: int, scale: float) -> np.nda
     return np.moveaxis(y, 0, axis)
 
 
-def imresize(img: np.ndarray, scale: float) -> np.ndarray:
+def imresize(img: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:
     """Resize like MATLAB ``imresize(img, scale, 'bicubic')``.
 
     Args:
         img: HxW or HxWxC array. uint8 input gives uint8 output, rounded and clipped as
-            MATLAB does; float input gives float64 output, unclipped.
+            MATLAB does; float input gives ``dtype`` output, unclipped.
         scale: Scale factor (e.g. 1/2 to downscale by two, 3 to upscale by three).
+        dtype: The working precision (float64 as MATLAB; float32 for video frames,
+            within 1e-4 of it on the 0-255 scale at half the memory traffic).
 
     Returns:
         The resized array.
     """
     h, w = img.shape[:2]
     out_h, out_w = int(math.ceil(h * scale)), int(math.ceil(w * scale))
-    y = _resize_axis(_resize_axis(img.astype(np.float64), 0, out_h, scale), 1, out_w, scale)
+    work = np.float64 if img.dtype == np.uint8 else dtype
+    y = _resize_axis(_resize_axis(img.astype(work), 0, out_h, scale), 1, out_w, scale)
     if img.dtype == np.uint8:
         return np.clip(np.round(y), 0, 255).astype(np.uint8)
     return y

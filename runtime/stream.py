@@ -96,8 +96,8 @@ def raw_frames(stream, width: int, height: int, pix_fmt: str) -> Iterator[object
                               f"({width}x{height} {pix_fmt})")
         flat = np.frombuffer(buf, np.uint8)
         if pix_fmt == "rgb24":
-            yield Picture(flat.reshape(height, width, 3).astype(np.float64) / 255.0, None,
-                          False, 8)
+            rgb = flat.reshape(height, width, 3).astype(np.float32) / np.float32(255.0)
+            yield Picture(rgb, None, False, 8)
         else:
             y = flat[:width * height].reshape(height, width)
             u = flat[width * height:width * height * 5 // 4].reshape(height // 2, width // 2)
@@ -148,7 +148,7 @@ def camera_frames(device: str) -> Iterator[Picture]:
             ok, bgr = cap.read()
             if not ok:
                 return
-            yield Picture(bgr[..., ::-1].astype(np.float64) / 255.0, None, False, 8)
+            yield Picture(bgr[..., ::-1].astype(np.float32) / np.float32(255.0), None, False, 8)
     finally:
         cap.release()
 

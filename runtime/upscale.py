@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .artifact import ArtifactError
-from .colour import rgb_to_ycbcr, ycbcr_to_rgb
+from .colour import rgb_from_ycbcr_planes, ycbcr_planes
 from .imresize import imresize
 
 
@@ -59,8 +59,8 @@ class Picture:
     """An image as float planes in [0, 1].
 
     Attributes:
-        rgb: HxWx3 float64 (grayscale replicated).
-        alpha: HxW float64, or None.
+        rgb: HxWx3 float (grayscale replicated): float64 as decoded, float32 as upscaled.
+        alpha: HxW float, or None.
         gray: The source had no colour.
         bits: 8 or 16 (per channel).
     """
@@ -148,7 +148,8 @@ class Prepared:
 
     Attributes:
         planes: The module's input, CxHxW float32 on [0, 1] (Y models: luma only).
-        chroma: Cb/Cr already upscaled (sH x sW x 2, 0-255 scale) for Y models, else None.
+        chroma: Cb and Cr already upscaled (2 x sH x sW float32, 0-255 scale) for Y
+            models, else None.
         alpha: Alpha already upscaled, or None.
     """
 
@@ -158,25 +159,30 @@ class Prepared:
 
 
 def prepare_picture(pic: Picture, scale: int, colour: str) -> Prepared:
-    """The work before the module: colour conversion, chroma and alpha upscaling."""
-    alpha = None if pic.alpha is None else np.clip(imresize(pic.alpha, scale), 0, 1)
+    """The work before the module: colour conversion, chroma and alpha upscaling.
+
+    In float32, plane by plane (a video frame's budget is the module's time; float32
+    keeps 16-bit pixels exact to a hundredth of a level)."""
+    alpha = None if pic.alpha is None else \
+        np.clip(imresize(pic.alpha, scale, np.float32), 0, 1)
     if colour == "y":
-        ycc = rgb_to_ycbcr(pic.rgb)
-        return Prepared((ycc[..., 0] / 255.0).astype(np.float32)[None],
-                        imresize(ycc[..., 1:], scale), alpha)
+        y, cb, cr = ycbcr_planes(pic.rgb)
+        y /= np.float32(255.0)
+        return Prepared(y[None], np.stack([imresize(c, scale, np.float32) for c in (cb, cr)]),
+                        alpha)
     return Prepared(pic.rgb.transpose(2, 0, 1).astype(np.float32), None, alpha)
 
 
 def finish_picture(pic: Picture, prep: Prepared, out: np.ndarray) -> Picture:
     """The work after the module: its output (CxsHxsW float32) back into a ``Picture``
-    with ``pic``'s kind (grayscale, bit depth)."""
+    (float32, clipped to [0, 1]) with ``pic``'s kind (grayscale, bit depth)."""
     if prep.chroma is not None:
-        rgb = ycbcr_to_rgb(np.dstack([out[0].astype(np.float64) * 255.0, prep.chroma]))
+        rgb = rgb_from_ycbcr_planes(out[0] * np.float32(255.0), *prep.chroma)
     else:
-        rgb = out.transpose(1, 2, 0).astype(np.float64)
+        rgb = np.clip(out.transpose(1, 2, 0), 0, 1)
         if pic.gray:
             rgb = np.repeat(rgb.mean(2, keepdims=True), 3, 2)
-    return Picture(np.clip(rgb, 0, 1), prep.alpha, pic.gray, pic.bits)
+    return Picture(rgb, prep.alpha, pic.gray, pic.bits)
 
 
 def upscale_picture(pic: Picture, engine, progress=None) -> Picture:
@@ -189,7 +195,8 @@ def upscale_picture(pic: Picture, engine, progress=None) -> Picture:
 def to_uint8(pic: Picture) -> np.ndarray:
     """HxWx3 (HxW for grayscale) uint8 pixels of a ``Picture``, as ``write_picture``
     stores an 8-bit image."""
-    u8 = np.round(np.clip(pic.rgb, 0, 1) * 255).astype(np.uint8)
+    u8 = np.clip(pic.rgb, 0, 1) * pic.rgb.dtype.type(255)
+    u8 = np.round(u8, out=u8).astype(np.uint8)
     return u8[..., 0] if pic.gray else u8
 
 

@@ -61,3 +61,13 @@ def test_uint8_in_uint8_out_and_shape():
     assert imresize(img, 1 / 3).shape == (5, 7, 3)
     assert imresize(img, 1 / 3).dtype == np.uint8
     assert imresize(img.astype(np.float32), 2).dtype == np.float64
+
+
+@pytest.mark.parametrize("scale", [2, 3, 0.5, 1.5])
+def test_float32_work_follows_float64_within_a_ten_thousandth_of_a_level(scale):
+    img = np.random.default_rng(1).random((24, 30)) * 255
+    want = imresize(img, scale)
+    got = imresize(img.astype(np.float32), scale, np.float32)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert np.abs(got - want).max() < 1e-4
+    assert imresize(img.astype(np.float32), scale).dtype == np.float64  # the default stays
