@@ -49,7 +49,8 @@ def cmd_train_zoo(args: argparse.Namespace) -> int:
 
     result = train_zoo(ZooTrainConfig(models=args.model or [], minutes=args.minutes,
                                       runs=args.runs, threads=args.threads,
-                                      device=args.device, jobs=args.jobs))
+                                      device=args.device, jobs=args.jobs,
+                                      early=args.early))
     print(json.dumps(result, indent=1))
     return 0
 
@@ -489,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once, one process each (a GPU fits every zoo run "
                         "side by side; keep 1 on a small CPU)")
+    p.add_argument("--early", action="store_true",
+                   help="start pruned/transferred runs from their source's committed "
+                        "weights before its schedule ends (recorded in source.json)")
 
     p = sub.add_parser("eval", help="PSNR/SSIM of a model vs bicubic on a dataset")
     p.add_argument("--model", required=True,

@@ -9,6 +9,7 @@ that model's schedule is complete.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ class ZooTrainConfig:
         jobs: Runs trained at once, each in its own process. One small SR net leaves
             most of a GPU idle: on an H200 every zoo run fits side by side. On a 2-core
             CPU keep 1.
+        early: Start derived runs (a transfer, a pruning) from their source's committed
+            weights before the source's schedule is complete; the source's step then is
+            recorded in the derived run's ``source.json``. Without it they wait.
     """
 
     models: list[str] = field(default_factory=list)
@@ -51,6 +55,7 @@ class ZooTrainConfig:
     device: str = "cpu"
     weights: str = ""
     jobs: int = 1
+    early: bool = False
 
 
 def run_state(runs: Path, name: str) -> tuple[int, int]:
@@ -63,8 +68,9 @@ def run_state(runs: Path, name: str) -> tuple[int, int]:
     return state["iter"], state.get("schedule", {}).get("iters", iters)
 
 
-def _ready(runs: Path, name: str) -> bool:
-    """Whether a run can advance: unfinished, and its source model's run is complete."""
+def _ready(runs: Path, name: str, early: bool = False) -> bool:
+    """Whether a run can advance: unfinished, and its source model's run is complete (or,
+    ``early``, its source has committed weights to start from)."""
     done, iters = run_state(runs, name)
     if done >= iters:
         return False
@@ -72,7 +78,20 @@ def _ready(runs: Path, name: str) -> bool:
     if not source:
         return True
     s_done, s_iters = run_state(runs, source)
-    return s_done >= s_iters
+    return s_done >= s_iters or (early and get_spec(source).weights_path.exists())
+
+
+def note_source(runs: Path, name: str) -> None:
+    """Before a derived run's first step: record where its source's run stood
+    (``source.json``: model, steps done, steps in its schedule)."""
+    source = get_spec(name).recipe.init
+    folder = runs / name
+    if not source or (folder / "last.pt").exists():
+        return
+    done, iters = run_state(runs, source)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "source.json").write_text(json.dumps(
+        {"model": source, "iter": done, "iters": iters}, indent=1))
 
 
 def train_zoo(cfg: ZooTrainConfig) -> dict:
@@ -104,7 +123,7 @@ def _train_in_turn(cfg: ZooTrainConfig, runs: Path, names: list[str], deadline: 
     """One run at a time, the remaining budget shared equally by the runs that can
     advance; rounds repeat while budget is left (a source that completes unblocks)."""
     while time.time() < deadline - 5:
-        pending = [n for n in names if _ready(runs, n)]
+        pending = [n for n in names if _ready(runs, n, cfg.early)]
         if not pending:
             break
         slice_min = (deadline - time.time()) / 60 / len(pending)
@@ -117,6 +136,7 @@ def _train_in_turn(cfg: ZooTrainConfig, runs: Path, names: list[str], deadline: 
 
 def _advance(name: str, runs: Path, minutes: float, cfg: ZooTrainConfig) -> dict:
     """Train one run for ``minutes``; its line of the report."""
+    note_source(runs, name)
     export = ""
     if cfg.weights:
         Path(cfg.weights).mkdir(parents=True, exist_ok=True)
@@ -143,7 +163,7 @@ def _train_side_by_side(cfg: ZooTrainConfig, runs: Path, names: list[str], deadl
         while True:
             left = (deadline - time.time()) / 60
             busy = set(running.values())
-            pending = [n for n in names if n not in busy and _ready(runs, n)]
+            pending = [n for n in names if n not in busy and _ready(runs, n, cfg.early)]
             if left > 0.1:
                 share = left if len(pending) <= cfg.jobs - len(running) else \
                     left * cfg.jobs / (len(pending) + len(running))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import time
 
 import numpy as np
@@ -145,6 +146,19 @@ def test_zoo_runs_wait_for_their_source(tmp_path):
     torch.save({"iter": iters, "schedule": {"iters": iters}},
                tmp_path / "fsrcnn_x2" / "last.pt")
     assert not _ready(tmp_path, "fsrcnn_x2") and _ready(tmp_path, "fsrcnn_x3")
+
+
+def test_early_runs_start_from_an_unfinished_source_and_say_where_it_stood(tmp_path):
+    from edge_sr.train_zoo import _ready, note_source
+
+    src = tmp_path / "srresnet_b16_x4"
+    src.mkdir()
+    torch.save({"iter": 1234, "schedule": {"iters": 40000}}, src / "last.pt")
+    assert not _ready(tmp_path, "srresnet_b2_x4")
+    assert _ready(tmp_path, "srresnet_b2_x4", early=True)  # the committed b16 weights
+    note_source(tmp_path, "srresnet_b2_x4")
+    stood = json.loads((tmp_path / "srresnet_b2_x4" / "source.json").read_text())
+    assert stood == {"model": "srresnet_b16_x4", "iter": 1234, "iters": 40000}
 
 
 def test_training_time_leaves_out_pauses(monkeypatch):
