@@ -40,14 +40,17 @@ def ycbcr_planes(rgb: np.ndarray, dtype=np.float32) -> list[np.ndarray]:
 
 def rgb_from_ycbcr_planes(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
     """Inverse of ``ycbcr_planes``: HxW planes (0-255 scale) -> HxWx3 RGB on [0, 1],
-    clipped, in the planes' dtype."""
+    clipped, in the planes' dtype (the luma term, one coefficient for all three
+    channels, computed once)."""
     dtype = y.dtype.type
-    centred = [y - dtype(16.0), cb - dtype(128.0), cr - dtype(128.0)]
+    m = _YCBCR2RGB
+    luma = (y - dtype(16.0)) * dtype(m[0, 0])  # the same coefficient in every row
+    centred = (None, cb - dtype(128.0), cr - dtype(128.0))
     out = np.empty(y.shape + (3,), dtype)
-    for k, row in enumerate(_YCBCR2RGB):
-        ch = centred[0] * dtype(row[0])
-        for c, coeff in zip(centred[1:], row[1:]):
-            ch += c * dtype(coeff)
+    for k in range(3):
+        ch = luma.copy()
+        for j in (1, 2):
+            ch += centred[j] * dtype(m[k, j])
         out[..., k] = ch
     return np.clip(out, 0, 1, out=out)
 
