@@ -357,7 +357,13 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
     from runtime.artifact import write_json_atomic
 
-    from .benchmark.pareto import ParetoConfig, format_pareto, plot_zoo, zoo_points
+    from .benchmark.pareto import (
+        ParetoConfig,
+        format_pareto,
+        format_pruning,
+        plot_zoo,
+        zoo_points,
+    )
 
     points = zoo_points(ParetoConfig(models=args.model or [], target=args.target,
                                      runtime=args.runtime, output=args.output,
@@ -369,6 +375,8 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     plot_zoo(points, out / "pareto.png")
     print(json.dumps(points) if args.json else format_pareto(points))
     if not args.json:
+        pruning = format_pruning(points)
+        print(f"\n{pruning}" if pruning else "", end="\n" if pruning else "")
         print(f"written: {out}/pareto.json, pareto.png")
     return 0 if all("latency_ms" in p for p in points) else 1
 

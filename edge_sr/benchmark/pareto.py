@@ -119,6 +119,29 @@ def format_pareto(points: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_pruning(points: list[dict]) -> str:
+    """Markdown of the pruning study: the points with ``blocks``, most blocks first, each
+    against the one with the most blocks (PSNR difference, speed-up); "" with fewer than
+    two pruned points."""
+    pruned = sorted((p for p in points if p.get("blocks")), key=lambda p: -p["blocks"])
+    if len(pruned) < 2:
+        return ""
+    ref = pruned[0]
+    datasets = list(ref["psnr"])
+    head = " | ".join(f"{ds} PSNR (vs {ref['blocks']})" for ds in datasets)
+    lines = [f"| blocks | GMAC | {head} | {ref['runtime']} ms | speed-up |",
+             "|---|---|" + "---|" * len(datasets) + "---|---|"]
+    for p in pruned:
+        cells = " | ".join(f"{p['psnr'][ds]:.2f} ({p['psnr'][ds] - ref['psnr'][ds]:+.2f})"
+                           if ds in p["psnr"] else "" for ds in datasets)
+        if "latency_ms" in p and "latency_ms" in ref:
+            ms, up = f"{p['latency_ms']:.1f}", f"{ref['latency_ms'] / p['latency_ms']:.2f}x"
+        else:
+            ms, up = f"error: {p.get('error', 'not measured')}", ""
+        lines.append(f"| {p['blocks']} | {p['gmac']:.2f} | {cells} | {ms} | {up} |")
+    return "\n".join(lines)
+
+
 def plot_zoo(points: list[dict], path: Path) -> Path:
     """``report.plot_pareto`` of ``zoo_points``' output (the first dataset's PSNR)."""
     from .report import plot_pareto

@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 from ..zoo import format_zoo_summary
-from .pareto import format_pareto, plot_zoo
+from .pareto import format_pareto, format_pruning, plot_zoo
 from .peak import _cpuinfo, _field, cpu_peak
 from .report import markdown
 from .runtimes import RUNTIMES
@@ -112,6 +112,10 @@ def _section(rec: dict, full: bool, name: str = "") -> str:
         body = format_zoo_summary(rec["data"])
     elif rec["kind"] == "pareto":
         body = format_pareto(rec["data"])
+        pruning = format_pruning(rec["data"])
+        if pruning:
+            body += "\n\nThe SRResNet pruning study (residual blocks removed, fine-tuned):\n\n" \
+                + pruning
         if full and name:  # docs/results.md sits beside docs/results/
             body += f"\n\n![{name}](results/{name}.png)"
     else:

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from edge_sr.benchmark.pareto import blocks, format_pareto, frontier, input_size
+from edge_sr.benchmark.pareto import (
+    blocks,
+    format_pareto,
+    format_pruning,
+    frontier,
+    input_size,
+)
 from edge_sr.models import MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +50,17 @@ def test_frontier_is_per_scale_and_drops_dominated_models():
     table = format_pareto(points)
     assert "| b | x2 |" in table and table.count("| yes |") == 3
     assert "error: failed" in table
+
+
+def test_pruning_table_compares_each_depth_with_the_deepest():
+    points = [{**_p(f"srresnet_b{b}_x4", 4, ms, psnr), "blocks": b}
+              for b, ms, psnr in ((4, 25.0, 30.0), (16, 100.0, 31.0), (8, 50.0, 30.75))]
+    points.append(_p("fsrcnn_x4", 4, 5.0, 30.5))  # not pruned: not a row
+    rows = format_pruning(points).splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == ["| 16", "| 8", "| 4"]
+    assert "30.75 (-0.25)" in rows[1] and "| 50.0 | 2.00x |" in rows[1]
+    assert "| 25.0 | 4.00x |" in rows[2]
+    assert format_pruning(points[:1]) == ""
 
 
 @pytest.mark.slow
