@@ -368,7 +368,8 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     points = zoo_points(ParetoConfig(models=args.model or [], target=args.target,
                                      runtime=args.runtime, output=args.output,
                                      datasets=args.dataset, repeat=args.repeat,
-                                     device=args.device, timeout=args.timeout))
+                                     device=args.device, timeout=args.timeout,
+                                     rounds=args.rounds))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "pareto.json", points)
@@ -595,6 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", nargs="+", default=["set5", "set14"],
                    help="PSNR on each; the first is plotted")
     p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="time the models in turn this many times (median of the rounds)")
     p.add_argument("--device", help="RPC HOST:PORT for device targets")
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--out", default="reports/pareto", help="folder for json and png")

@@ -10,6 +10,7 @@ blocks) are one column of this table: the pruning study is the x4 panel.
 from __future__ import annotations
 
 import re
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,10 @@ class ParetoConfig:
         repeat: Timed calls per model.
         device: RPC ``HOST:PORT`` for device targets.
         timeout: RPC session seconds per model.
+        rounds: Times every model is built and timed, the models in turn each round (a
+            noisy machine slows whichever model runs while it is busy; alternating
+            spreads that over all of them); the latency is the median of the rounds'
+            medians.
     """
 
     models: list[str] = field(default_factory=list)
@@ -50,6 +55,7 @@ class ParetoConfig:
     repeat: int = 10
     device: str | None = None
     timeout: float = 300.0
+    rounds: int = 1
 
 
 def blocks(name: str) -> int | None:
@@ -63,28 +69,42 @@ def zoo_points(cfg: ParetoConfig) -> list[dict]:
 
     Returns:
         ``{"model", "scale", "input", "output", "gmac", "runtime", "blocks", "latency_ms",
-        "psnr": {dataset: dB}}``; ``error`` instead of ``latency_ms`` when the runtime failed.
+        "psnr": {dataset: dB}}`` (and ``rounds_ms`` with more than one round); ``error``
+        instead of ``latency_ms`` when the runtime failed.
     """
     from ..zoo import committed_models
 
-    points = []
-    for name in cfg.models or committed_models():
-        spec = get_spec(name)
-        res = bench(BenchSpec(model=name, target=cfg.target,
-                              size=input_size(spec.scale, cfg.output), repeat=cfg.repeat,
-                              runtimes=(cfg.runtime,), device=cfg.device, timeout=cfg.timeout))
-        run = res["runtimes"][cfg.runtime]
-        point = {"model": name, "scale": spec.scale, "input": res["input"],
-                 "output": list(cfg.output),
-                 "gmac": res["gmac"], "runtime": cfg.runtime, "blocks": blocks(name),
-                 "psnr": {ds: evaluate(EvalConfig(name, ds))["mean"]["psnr"]
-                          for ds in cfg.datasets}}
-        if "median_ms" in run:
-            point["latency_ms"] = run["median_ms"]
-        else:
-            point["error"] = run.get("error", "not measured")
-        points.append(point)
-    return points
+    names = cfg.models or committed_models()
+    if cfg.rounds < 1:
+        raise ValueError(f"rounds must be at least 1, not {cfg.rounds}")
+    timed: dict[str, list[dict]] = {name: [] for name in names}
+    for _ in range(cfg.rounds):
+        for name in names:
+            spec = get_spec(name)
+            timed[name].append(bench(BenchSpec(
+                model=name, target=cfg.target, size=input_size(spec.scale, cfg.output),
+                repeat=cfg.repeat, runtimes=(cfg.runtime,), device=cfg.device,
+                timeout=cfg.timeout)))
+    return [_point(name, timed[name], cfg) for name in names]
+
+
+def _point(name: str, results: list[dict], cfg: ParetoConfig) -> dict:
+    res = results[0]
+    runs = [r["runtimes"][cfg.runtime] for r in results]
+    point = {"model": name, "scale": res["scale"], "input": res["input"],
+             "output": list(cfg.output), "gmac": res["gmac"], "runtime": cfg.runtime,
+             "blocks": blocks(name),
+             "psnr": {ds: evaluate(EvalConfig(name, ds))["mean"]["psnr"]
+                      for ds in cfg.datasets}}
+    medians = [r["median_ms"] for r in runs if "median_ms" in r]
+    if len(medians) == len(runs):
+        point["latency_ms"] = float(statistics.median(medians))
+        if len(runs) > 1:
+            point["rounds_ms"] = medians
+    else:
+        point["error"] = next((r.get("error") for r in runs if "median_ms" not in r),
+                              "not measured")
+    return point
 
 
 def frontier(points: list[dict], dataset: str) -> set[str]:

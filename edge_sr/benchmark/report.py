@@ -76,6 +76,7 @@ def plot_latency(results: list[dict], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
     width = 0.8 / len(RUNTIMES)
+    timed = False
     for i, name in enumerate(RUNTIMES):
         xs, ys = [], []
         for j, res in enumerate(results):
@@ -84,10 +85,12 @@ def plot_latency(results: list[dict], path: Path) -> Path:
                 xs.append(j + i * width)
                 ys.append(r["median_ms"])
         ax.bar(xs, ys, width, label=name)
+        timed = timed or bool(ys)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(results))],
                   [r["model"] for r in results])
-    ax.set_yscale("log")
-    ax.set_ylabel("median latency (ms, log)")
+    if timed:  # a log axis needs a value; with every runtime failed the chart stays empty
+        ax.set_yscale("log")
+    ax.set_ylabel("median latency (ms, log)" if timed else "no runtime was timed")
     h, w = results[0]["input"][2:]
     ax.set_title(f"{h}x{w} input on {results[0]['target']}")
     ax.legend(fontsize=7)

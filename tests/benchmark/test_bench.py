@@ -180,3 +180,11 @@ def test_load_on_the_emulated_pi(tmp_path):
                           runtimes=("tvm_default_fp32",)))
     r = res["runtimes"]["tvm_default_fp32"]
     assert r["loaded"]["slowdown"] > 0
+
+
+def test_latency_chart_of_failed_runtimes_is_written(tmp_path):
+    from edge_sr.benchmark.report import plot_latency
+
+    results = [{"model": "srresnet_b16_x4", "target": "rpi4", "input": [1, 3, 32, 32],
+                "runtimes": {"tvm_default_fp32": {"error": "--size 32x32 is too small"}}}]
+    assert plot_latency(results, tmp_path / "latency.png").stat().st_size > 0

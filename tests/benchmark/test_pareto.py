@@ -76,3 +76,22 @@ def test_pareto_cli_times_and_scores_each_model(tmp_path):
         assert p["input"][-2:] == [32, 48] and p["latency_ms"] > 0
         assert 30 < p["psnr"]["set5"] < 40
     assert (tmp_path / "pareto.png").stat().st_size > 0
+
+
+def test_rounds_alternate_the_models_and_take_the_median(monkeypatch):
+    from edge_sr.benchmark import pareto
+
+    calls, ms = [], iter([10.0, 50.0, 30.0, 20.0, 11.0, 40.0])  # a, b, a, b, a, b
+
+    def fake_bench(spec):
+        calls.append(spec.model)
+        return {"scale": 2, "input": [1, 1, 4, 4], "gmac": 1.0,
+                "runtimes": {"tvm_default_fp32": {"median_ms": next(ms)}}}
+
+    monkeypatch.setattr(pareto, "bench", fake_bench)
+    monkeypatch.setattr(pareto, "evaluate", lambda cfg: {"mean": {"psnr": 30.0}})
+    points = pareto.zoo_points(pareto.ParetoConfig(models=["fsrcnn_x2", "fsrcnn_s_x2"],
+                                                   datasets=["set5"], rounds=3))
+    assert calls == ["fsrcnn_x2", "fsrcnn_s_x2"] * 3
+    assert [p["latency_ms"] for p in points] == [11.0, 40.0]
+    assert points[0]["rounds_ms"] == [10.0, 30.0, 11.0]
