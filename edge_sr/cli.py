@@ -377,7 +377,8 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     print(json.dumps(points) if args.json else format_pareto(points))
     if not args.json:
         pruning = format_pruning(points)
-        print(f"\n{pruning}" if pruning else "", end="\n" if pruning else "")
+        if pruning:
+            print(f"\n{pruning}")
         print(f"written: {out}/pareto.json, pareto.png")
     return 0 if all("latency_ms" in p for p in points) else 1
 

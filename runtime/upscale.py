@@ -179,9 +179,10 @@ def finish_picture(pic: Picture, prep: Prepared, out: np.ndarray) -> Picture:
     if prep.chroma is not None:
         rgb = rgb_from_ycbcr_planes(out[0] * np.float32(255.0), *prep.chroma)
     else:
-        rgb = np.clip(out.transpose(1, 2, 0), 0, 1)
+        rgb = out.transpose(1, 2, 0)
         if pic.gray:
             rgb = np.repeat(rgb.mean(2, keepdims=True), 3, 2)
+        rgb = np.clip(rgb, 0, 1)
     return Picture(rgb, prep.alpha, pic.gray, pic.bits)
 
 
