@@ -306,8 +306,15 @@ def _bench_stream(args: argparse.Namespace) -> int:
     report = bench_stream(StreamBenchConfig(
         artifact=args.artifact, device=args.device, tracker=args.tracker, key=args.key,
         size=parse_size(args.stream_size, "--stream-size"), pix_fmt=args.pix_fmt,
-        frames=args.frames, side_nice=args.side_nice, timeout=args.timeout))
-    print(json.dumps(report) if args.json else format_report(report))
+        frames=args.frames, side_nice=args.side_nice, timeout=args.timeout,
+        serial=console_config(args) if args.serial else None))
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    if report["via"] == "serial":
+        print(f"over the serial console: artifact in {report['board_artifact']} on the board "
+              f"(sent in {report['upload_s']:.1f} s)")
+    print(format_report(report))
     return 0
 
 
@@ -555,7 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=3, help="reconnection attempts after a fault")
     p.add_argument("--stream", action="store_true",
                    help="time the device's stream pipeline (runtime.stream) on noise frames "
-                   "against its module alone, instead of images")
+                   "against its module alone, instead of images; with --serial, over the "
+                   "console (artifact sent over it too), no RPC")
     p.add_argument("--stream-size", default="640x360", help="stream frame WIDTHxHEIGHT")
     p.add_argument("--pix-fmt", choices=("yuv420p", "rgb24"), default="yuv420p")
     p.add_argument("--frames", type=int, default=30, help="stream frames timed")

@@ -1,13 +1,17 @@
 """What the serial console does on a board: describe it, start and stop its RPC server.
 
-Only POSIX shell tools are assumed on the board (``cat``, ``grep``, ``uname``), plus the
-device runtime's Python for the TVM version and the RPC server.
+Only POSIX shell tools are assumed on the board (``cat``, ``grep``, ``uname``; ``base64``
+and ``sha256sum`` to receive a file), plus the device runtime's Python for the TVM version,
+the RPC server and the stream benchmark.
 """
 
 from __future__ import annotations
 
+import json
+import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from runtime.device_info import parse_throttled
 from runtime.server import LOOPBACK
@@ -130,3 +134,47 @@ def stop_rpc(console: SerialConsole, port: int = 9090) -> bool:
 def _log_tail(console: SerialConsole, log: str) -> str:
     tail = _first(console, f"tail -n 3 {log}") or "no log output"
     return " | ".join(line.strip() for line in tail.splitlines())[:400]
+
+
+# Where artifacts sent over the console go on the board (one folder per artifact name).
+BOARD_ARTIFACTS = "/tmp/edge-sr-artifacts"
+
+
+def upload_artifact(console: SerialConsole, artifact: str | Path,
+                    root: str = BOARD_ARTIFACTS) -> str:
+    """Copy an artifact's device files (manifest and library) to the board over the
+    console; a library the board already holds (same sha256) is not sent again.
+
+    Returns:
+        The artifact's folder on the board.
+    """
+    artifact = Path(artifact)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    remote = f"{root}/{artifact.name}"
+    lib = manifest["library"]
+    have = _first(console, f"sha256sum '{remote}/{lib['file']}' 2>/dev/null")
+    if not have or have.split()[0] != lib["sha256"]:
+        console.put((artifact / lib["file"]).read_bytes(), f"{remote}/{lib['file']}")
+    console.put((artifact / "manifest.json").read_bytes(), f"{remote}/manifest.json")
+    return remote
+
+
+def stream_bench(console: SerialConsole, remote_artifact: str, size: tuple[int, int],
+                 pix_fmt: str = "yuv420p", frames: int = 30, side_nice: int = 10,
+                 timeout: float = 600) -> dict:
+    """Run ``python -m runtime.stream --bench`` on the board over the console; its report.
+
+    Raises:
+        ConsoleError: the stream failed on the board (its one-line error) or timed out.
+    """
+    stats = f"/tmp/edge-sr-stream-{secrets.token_hex(4)}.json"
+    res = console.run(
+        f"cd /opt/edge-sr 2>/dev/null || cd /; {RUNTIME_ENV} {PYTHON} -m runtime.stream "
+        f"--artifact '{remote_artifact}' --bench {frames} --size {size[0]}x{size[1]} "
+        f"--pix-fmt {pix_fmt} --side-nice {side_nice} --stats {stats} --quiet "
+        f"&& cat {stats}; status=$?; rm -f {stats}; exit $status", timeout)
+    if not res.ok:
+        lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+        raise ConsoleError(f"the stream benchmark failed on the board: "
+                           f"{(lines or ['no output'])[-1][:300]}")
+    return json.loads(res.output[res.output.index("{"):])

@@ -11,6 +11,8 @@ but never written to the transcript.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import re
 import secrets
@@ -23,6 +25,9 @@ LOGIN_RE = re.compile(rb"login:\s*$")
 PASSWORD_RE = re.compile(rb"[Pp]assword:\s*$")
 PROMPT_RE = re.compile(rb"[#$>]\s*$")
 INCORRECT_RE = re.compile(rb"Login incorrect|Authentication failure", re.I)
+# base64 characters per command line when writing a file: a terminal in canonical mode
+# keeps at most 4095 characters of one line.
+PUT_CHUNK = 3000
 
 
 class ConsoleError(EdgeSRError):
@@ -226,6 +231,37 @@ class SerialConsole:
             raise ConsoleError(f"`{command[:60]}` failed on the board (exit {res.status}): "
                                f"{last[0][:200]}")
         return res.output
+
+
+    def put(self, data: bytes, remote: str, timeout: float | None = None) -> str:
+        """Write ``data`` to the file ``remote`` on the board, through the console alone
+        (no network): base64 lines appended to a part file, decoded, checked against the
+        sha256 of ``data``, then renamed, so ``remote`` is never left half-written.
+
+        Needs ``base64`` and ``sha256sum`` (coreutils) on the board.
+
+        Returns:
+            The sha256 of what was written.
+
+        Raises:
+            ConsoleError: a command failed or the board's copy differs.
+        """
+        if "'" in remote:
+            raise ConsoleError(f"{remote!r}: a board path cannot contain a single quote")
+        digest = hashlib.sha256(data).hexdigest()
+        part = f"{remote}.part"
+        text = base64.b64encode(data).decode()
+        self.check(f"mkdir -p \"$(dirname '{remote}')\" && : > '{part}.b64'", timeout)
+        for i in range(0, len(text), PUT_CHUNK):
+            self.check(f"printf '%s' '{text[i:i + PUT_CHUNK]}' >> '{part}.b64'", timeout)
+        got = self.check(f"base64 -d '{part}.b64' > '{part}' && rm -f '{part}.b64' && "
+                         f"sha256sum '{part}'", timeout).split()
+        if not got or got[0] != digest:
+            self.run(f"rm -f '{part}'")
+            raise ConsoleError(f"{remote}: the board's copy differs from the file sent "
+                               f"(sha256 {(got or ['nothing'])[0][:12]}... != {digest[:12]}...)")
+        self.check(f"mv -f '{part}' '{remote}'", timeout)
+        return digest
 
 
 def _reason(exc: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -116,3 +117,28 @@ def test_missing_port_is_a_one_line_error(tmp_path):
     with pytest.raises(ConsoleError, match="cannot open serial port") as err:
         SerialConsole(ConsoleConfig(str(tmp_path / "nope"), open_wait=0.5)).open()
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2999, 3000, 3001, 70_000])
+def test_put_writes_the_exact_bytes(board, tmp_path, size):
+    data = os.urandom(size)
+    dst = tmp_path / "sent" / "lib.so"
+    with _console(board) as con:
+        digest = con.put(data, str(dst))
+    assert dst.read_bytes() == data
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["lib.so"]  # no part files left
+
+
+def test_put_that_fails_leaves_the_old_file(board, tmp_path):
+    dst = tmp_path / "lib.so"
+    dst.write_bytes(b"old")
+    (tmp_path / "lib.so.part").mkdir()  # the decoded copy cannot be written (even by root)
+    with _console(board) as con, pytest.raises(ConsoleError, match="failed on the board"):
+        con.put(b"new bytes", str(dst))
+    assert dst.read_bytes() == b"old"
+
+
+def test_put_refuses_a_quote_in_the_path(board, tmp_path):
+    with _console(board) as con, pytest.raises(ConsoleError, match="single quote"):
+        con.put(b"x", str(tmp_path / "it's.so"))

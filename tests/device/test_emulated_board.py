@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ from edge_sr.device import (
     start_rpc,
     stop_rpc,
 )
-from edge_sr.harness import BenchConfig, Resilience, bench_device
+from edge_sr.harness import BenchConfig, DeviceError, Resilience, bench_device
+from edge_sr.harness.stream import StreamBenchConfig, bench_stream
 from edge_sr.pipeline import BuildConfig, build
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,3 +87,20 @@ def test_start_rpc_survive_a_killed_server_stop_rpc(console, tmp_path):
     with SerialConsole(console) as con:
         assert stop_rpc(con, PORT)
     assert not _listening(PORT)
+
+
+@pytest.mark.slow
+def test_stream_bench_over_the_console_alone(console, tmp_path):
+    """No RPC: the artifact travels over the console and the stream runs on the board."""
+    art = build(BuildConfig(model="fsrcnn_tiny_x2", target="arm", size=(48, 64),
+                            out=str(tmp_path / "art"), reference_dataset=""))
+    cfg = StreamBenchConfig(str(art), size=(64, 48), frames=3, timeout=300, serial=console)
+    rep = bench_stream(cfg)
+    assert rep["via"] == "serial" and rep["frames"] == 3 and rep["dropped"] == 0
+    assert rep["fps"] > 0 and rep["module_fps"] > 0 and rep["model"] == "fsrcnn_tiny_x2"
+    lib = json.loads((Path(art) / "manifest.json").read_text())["library"]
+    with SerialConsole(console) as con:
+        held = con.check(f"sha256sum {rep['board_artifact']}/{lib['file']}").split()[0]
+    assert held == lib["sha256"]
+    with pytest.raises(DeviceError, match="even width and height"):
+        bench_stream(replace(cfg, size=(63, 48)))
