@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from runtime.stream import (
     Upscaler,
     Writer,
     folder_frames,
+    open_frames,
     raw_frames,
     run_stream,
 )
@@ -204,3 +206,52 @@ def test_grayscale_folder_frames_come_out_as_rgb24(tmp_path, engine):
     frame = np.frombuffer(out.getvalue()[:4 * H * W * 3], np.uint8).reshape(2 * H, 2 * W, 3)
     assert len(out.getvalue()) == 2 * 4 * H * W * 3
     np.testing.assert_array_equal(frame[..., 0], frame[..., 2])
+
+
+class _FakeCapture:
+    """OpenCV's ``VideoCapture`` on a list of BGR frames (no camera on a CI machine)."""
+
+    def __init__(self, frames, opened=True):
+        self.frames, self.opened, self.released = list(frames), opened, False
+
+    def isOpened(self):  # noqa: N802 - OpenCV's name
+        return self.opened
+
+    def read(self):
+        return (True, self.frames.pop(0)) if self.frames else (False, None)
+
+    def release(self):
+        self.released = True
+
+
+def _fake_cv2(monkeypatch, capture):
+    cv2 = types.ModuleType("cv2")
+    cv2.VideoCapture = lambda device: capture
+    monkeypatch.setitem(sys.modules, "cv2", cv2)
+
+
+def test_camera_frames_are_the_image_upscalers_in_rgb_order(tmp_path, engine, monkeypatch):
+    frames = _frames(3)
+    cap = _FakeCapture(f[..., ::-1].copy() for f in frames)  # the camera delivers BGR
+    _fake_cv2(monkeypatch, cap)
+    out = io.BytesIO()
+    rep = run_stream(open_frames("/dev/video0", None, "rgb24"), Upscaler(engine, "rgb24"),
+                     Writer("-", "rgb24", out))
+    assert rep["frames"] == 3 and cap.released
+    size = 2 * H * 2 * W * 3
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / f"{i}.png")
+        want = to_uint8(upscale_picture(read_picture(tmp_path / f"{i}.png"), engine))
+        got = np.frombuffer(out.getvalue()[i * size:(i + 1) * size], np.uint8)
+        np.testing.assert_array_equal(got.reshape(2 * H, 2 * W, 3), want)
+
+
+def test_camera_errors_are_one_line(monkeypatch):
+    _fake_cv2(monkeypatch, _FakeCapture([], opened=False))
+    with pytest.raises(StreamError, match="/dev/video3: cannot open the camera"):
+        next(iter(open_frames("/dev/video3", None, "rgb24")))
+    with pytest.raises(StreamError, match="use --pix-fmt rgb24"):
+        open_frames("/dev/video0", None, "yuv420p")
+    monkeypatch.setitem(sys.modules, "cv2", None)  # not installed: import fails
+    with pytest.raises(StreamError, match="needs OpenCV"):
+        next(iter(open_frames("/dev/video0", None, "rgb24")))
