@@ -123,6 +123,9 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--io", choices=["float32", "uint8"], default="float32",
                    help="image tensors in and out of the module: float32 on [0, 1] or "
                         "uint8 pixels (no float conversion on the device)")
+    p.add_argument("--frame", choices=["yuv420p", "rgb24"], default="",
+                   help="also compile frame(): one raw video frame of --size in, the "
+                        "upscaled frame out, colour work included (runtime.stream uses it)")
     p.add_argument("--tuning-db", help="MetaSchedule database folder (default: committed one)")
     p.add_argument("--out", default="artifacts", help="parent folder of the artifact")
     p.add_argument("--dump-ir", metavar="DIR", help="write the IR after every pass")
@@ -157,7 +160,8 @@ def build_config(args: argparse.Namespace):
                        reference_dataset=args.reference_dataset, observer=args.observer,
                        calib_images=args.calib_images, calib=args.calib,
                        max_psnr_drop=args.max_psnr_drop,
-                       fallback=args.fallback, layout=args.layout, io=args.io)
+                       fallback=args.fallback, layout=args.layout, io=args.io,
+                       frame=args.frame)
 
 
 def tune_config(args: argparse.Namespace, trials: int):

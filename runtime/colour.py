@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
-_RGB2YCBCR = np.array([[65.481, 128.553, 24.966],
-                       [-37.797, -74.203, 112.0],
-                       [112.0, -93.786, -18.214]])
-_OFFSET = np.array([16.0, 128.0, 128.0])
-_YCBCR2RGB = np.linalg.inv(_RGB2YCBCR)
+# BT.601 as MATLAB's rgb2ycbcr: RGB on [0, 1] -> YCbCr on 0-255 (the frame_io build step
+# compiles the same constants).
+RGB2YCBCR = np.array([[65.481, 128.553, 24.966],
+                      [-37.797, -74.203, 112.0],
+                      [112.0, -93.786, -18.214]])
+YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
+YCBCR2RGB = np.linalg.inv(RGB2YCBCR)
 
 
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
     """RGB in [0, 1] (float) -> YCbCr in [16, 235/240] on the 0-255 scale (float64)."""
-    return rgb @ _RGB2YCBCR.T + _OFFSET
+    return rgb @ RGB2YCBCR.T + YCBCR_OFFSET
 
 
 def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
     """Inverse of ``rgb_to_ycbcr``: YCbCr on the 0-255 scale -> RGB in [0, 1]."""
-    return (ycc - _OFFSET) @ _YCBCR2RGB.T
+    return (ycc - YCBCR_OFFSET) @ YCBCR2RGB.T
 
 
 def ycbcr_planes(rgb: np.ndarray, dtype=np.float32) -> list[np.ndarray]:
@@ -29,7 +31,7 @@ def ycbcr_planes(rgb: np.ndarray, dtype=np.float32) -> list[np.ndarray]:
     """
     r, g, b = (np.ascontiguousarray(rgb[..., k], dtype=dtype) for k in range(3))
     planes = []
-    for row, offset in zip(_RGB2YCBCR, _OFFSET):
+    for row, offset in zip(RGB2YCBCR, YCBCR_OFFSET):
         p = r * dtype(row[0])
         p += g * dtype(row[1])
         p += b * dtype(row[2])
@@ -43,10 +45,10 @@ def rgb_from_ycbcr_planes(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.n
     clipped, in the planes' dtype (the luma term, one coefficient for all three
     channels, computed once)."""
     dtype = y.dtype.type
-    luma = (y - dtype(16.0)) * dtype(_YCBCR2RGB[0, 0])  # the same coefficient in every row
+    luma = (y - dtype(16.0)) * dtype(YCBCR2RGB[0, 0])  # the same coefficient in every row
     cb, cr = cb - dtype(128.0), cr - dtype(128.0)
     out = np.empty(y.shape + (3,), dtype)
-    for k, (_, to_cb, to_cr) in enumerate(_YCBCR2RGB):
+    for k, (_, to_cb, to_cr) in enumerate(YCBCR2RGB):
         out[..., k] = luma + cb * dtype(to_cb) + cr * dtype(to_cr)
     return np.clip(out, 0, 1, out=out)
 

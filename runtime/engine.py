@@ -39,6 +39,22 @@ class Engine:
         return self.func(tvm.runtime.tensor(np.ascontiguousarray(x), self.device)).numpy()
 
     @property
+    def frame_format(self) -> dict | None:
+        """The module's ``frame`` function (pix_fmt, width, height, bytes in and out), or
+        None when it was built without one."""
+        return self.manifest.get("frame")
+
+    def frame(self, raw: np.ndarray) -> np.ndarray:
+        """One raw frame (flat uint8, ``frame_format``'s size and pixel format) -> the
+        upscaled raw frame, its colour work done in the module."""
+        import tvm
+
+        if self.pool is not None:
+            self.pool.update()
+        arg = tvm.runtime.tensor(np.ascontiguousarray(raw), self.device)
+        return self.vm["frame"](arg).numpy()
+
+    @property
     def io(self) -> str:
         """The module's image dtype: ``float32`` ([0, 1]) or ``uint8`` ([0, 255])."""
         return self.manifest["input"].get("dtype", "float32")

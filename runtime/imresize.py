@@ -20,7 +20,7 @@ def _cubic(x: np.ndarray) -> np.ndarray:
             + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2)))
 
 
-def _weights(out_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+def bicubic_weights(out_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """``(idx, w)``, both (out_len, taps): the 1-based source positions (unmirrored) of
     outputs 1..out_len and MATLAB's bicubic weights on them."""
     width = 4.0
@@ -40,7 +40,7 @@ def _weights(out_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
 def resize_taps(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """MATLAB's bicubic weights along one axis as taps: ``(src, w)``, both (out_len, taps):
     output ``i`` is ``sum_t w[i, t] * x[src[i, t]]`` (source indices already mirrored)."""
-    idx, w = _weights(out_len, scale)
+    idx, w = bicubic_weights(out_len, scale)
     # MATLAB's symmetric boundary: index 0 -> 1, -1 -> 2, n+1 -> n, ...
     mirror = np.concatenate([np.arange(in_len), np.arange(in_len)[::-1]])
     src = mirror[(idx.astype(np.int64) - 1) % (2 * in_len)]
@@ -62,7 +62,7 @@ def _upscale_axis(x: np.ndarray, axis: int, s: int) -> np.ndarray:
     whole-array multiply-adds (the products and their order are ``_resize_axis``'s).
     The output keeps the input's axis order in memory (C-contiguous)."""
     n = x.shape[axis]
-    idx, w = _weights(s, s)  # outputs 0..s-1: one of each phase
+    idx, w = bicubic_weights(s, s)  # outputs 0..s-1: one of each phase
     w = w.astype(x.dtype)  # float64 scalars would promote a float32 image
     taps = w.shape[1]
     pad = taps + 1

@@ -81,7 +81,27 @@ def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
     return w, h
 
 
-def raw_frames(stream, width: int, height: int, pix_fmt: str) -> Iterator[object]:
+@dataclass
+class RawFrame:
+    """One frame of raw video as read: its bytes, size and pixel format."""
+
+    data: np.ndarray  # flat uint8
+    width: int
+    height: int
+    pix_fmt: str
+
+    def decode(self) -> object:
+        """A ``Picture`` (rgb24), or the (y, u, v) uint8 planes (yuv420p, views)."""
+        w, h, flat = self.width, self.height, self.data
+        if self.pix_fmt == "rgb24":
+            rgb = flat.reshape(h, w, 3).astype(np.float32) / np.float32(255.0)
+            return Picture(rgb, None, False, 8)
+        y = flat[:w * h].reshape(h, w)
+        u = flat[w * h:w * h * 5 // 4].reshape(h // 2, w // 2)
+        return y, u, flat[w * h * 5 // 4:].reshape(h // 2, w // 2)
+
+
+def raw_frames(stream, width: int, height: int, pix_fmt: str) -> Iterator[RawFrame]:
     """Frames of raw video from a binary file object; a partial last frame is an error."""
     if pix_fmt == "yuv420p" and (width % 2 or height % 2):
         raise StreamError(f"yuv420p needs an even width and height; got {width}x{height}")
@@ -94,14 +114,7 @@ def raw_frames(stream, width: int, height: int, pix_fmt: str) -> Iterator[object
         if len(buf) < size:
             raise StreamError(f"frame {index} is truncated: {len(buf)} of {size} bytes "
                               f"({width}x{height} {pix_fmt})")
-        flat = np.frombuffer(buf, np.uint8)
-        if pix_fmt == "rgb24":
-            rgb = flat.reshape(height, width, 3).astype(np.float32) / np.float32(255.0)
-            yield Picture(rgb, None, False, 8)
-        else:
-            y = flat[:width * height].reshape(height, width)
-            u = flat[width * height:width * height * 5 // 4].reshape(height // 2, width // 2)
-            yield y, u, flat[width * height * 5 // 4:].reshape(height // 2, width // 2)
+        yield RawFrame(np.frombuffer(buf, np.uint8), width, height, pix_fmt)
         index += 1
 
 
@@ -154,33 +167,65 @@ def camera_frames(device: str) -> Iterator[Picture]:
 
 
 class Upscaler:
-    """The per-frame work of the three middle stages for one engine and pixel format."""
+    """The per-frame work of the three middle stages for one engine and pixel format.
+
+    A raw frame of the size and pixel format of the module's ``frame`` function (a
+    ``--frame`` build) goes through it whole: its colour work runs in the module and
+    ``prepare``/``finish`` only move bytes. Other frames are decoded and converted here.
+    """
 
     def __init__(self, engine, pix_fmt: str):
         self.engine, self.pix_fmt = engine, pix_fmt
         self.scale = int(engine.manifest["scale"])
         self.colour = engine.manifest["colour"]
+        self.frame_fn = engine.manifest.get("frame")
         if pix_fmt == "yuv420p" and self.colour != "y":
             raise StreamError("yuv420p streams need a Y-channel model; this one is RGB: "
                               "use --pix-fmt rgb24")
 
+    def whole(self, data) -> bool:
+        """Whether ``data`` goes through the module's ``frame`` function."""
+        fn = self.frame_fn
+        return (fn is not None and isinstance(data, RawFrame) and fn["pix_fmt"] == data.pix_fmt
+                and (fn["width"], fn["height"]) == (data.width, data.height))
+
     def prepare(self, data):
+        if self.whole(data):
+            return _Whole(data)
+        if isinstance(data, RawFrame):
+            data = data.decode()
         if self.pix_fmt == "yuv420p":
             y, u, v = data
             chroma = [imresize(c, self.scale) for c in (u, v)]  # uint8: rounded, clipped
-            return (y.astype(np.float32) / np.float32(255.0))[None], chroma
-        return prepare_picture(data, self.scale, self.colour)
+            return data, ((y.astype(np.float32) / np.float32(255.0))[None], chroma)
+        return data, prepare_picture(data, self.scale, self.colour)
 
     def module(self, work):
-        planes = work[0] if self.pix_fmt == "yuv420p" else work.planes
+        if isinstance(work, _Whole):
+            return work, self.engine.frame(work.raw.data)
+        data, prep = work
+        planes = prep[0] if self.pix_fmt == "yuv420p" else prep.planes
         return work, self.engine.upscale(planes)
 
-    def finish(self, data, work) -> bytes | Picture:
+    def finish(self, data, work) -> bytes | np.ndarray | Picture:
         prep, out = work
+        if isinstance(prep, _Whole):
+            if self.pix_fmt == "yuv420p":
+                return out.tobytes()
+            s = self.scale
+            return out.reshape(prep.raw.height * s, prep.raw.width * s, 3)
+        source, prep = prep
         if self.pix_fmt == "yuv420p":
             y = np.floor(np.clip(out[0], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
             return b"".join(p.tobytes() for p in (y, *prep[1]))
-        return finish_picture(data, prep, out)
+        return finish_picture(source, prep, out)
+
+
+@dataclass
+class _Whole:
+    """A raw frame on its way through the module's ``frame`` function."""
+
+    raw: RawFrame
 
 
 class Writer:
@@ -199,10 +244,15 @@ class Writer:
             if isinstance(result, bytes):
                 write_bytes_atomic(self.folder / f"{self.count:06d}.yuv", result)
             else:
+                if isinstance(result, np.ndarray):  # 8-bit RGB from the frame function
+                    result = Picture(result.astype(np.float32) / np.float32(255.0), None,
+                                     False, 8)
                 write_picture(result, self.folder / f"{self.count:06d}.png")
         else:
             if isinstance(result, bytes):
                 data = result
+            elif isinstance(result, np.ndarray):
+                data = result.tobytes()
             else:  # rgb24 whatever the source image was (grayscale replicated, alpha dropped)
                 u8 = to_uint8(result)
                 data = (np.repeat(u8[..., None], 3, 2) if u8.ndim == 2 else u8).tobytes()
@@ -381,7 +431,9 @@ def format_report(rep: dict) -> str:
     lines = [f"{rep['frames']} frames in {rep['seconds']:.2f} s: {rep['fps']:.2f} fps"
              + (f", {rep['dropped']} dropped (late)" if rep["dropped"] else "")
              + (f"; the module alone {rep['module_fps']:.2f} fps (stream at "
-                f"{rep['ratio']:.0%} of it)" if "module_fps" in rep else "")]
+                f"{rep['ratio']:.0%} of it)" if "module_fps" in rep else "")
+             + ("; colour work in the module's frame function"
+                if rep.get("frame_function") else "")]
     for name, e in rep["stages"].items():
         lines.append(f"  {name:<8} p50 {e['p50_ms']:8.2f} ms  p90 {e['p90_ms']:8.2f} ms")
     e = rep["latency"]
@@ -419,22 +471,26 @@ def synthetic_frames(n: int, width: int, height: int, pix_fmt: str) -> Iterator[
 
 def stream_bench(engine, width: int, height: int, pix_fmt: str = "yuv420p",
                  frames: int = 30, side_nice: int = StreamConfig.side_nice) -> dict:
-    """The stream's frames per second against the module's own: the module alone on one
+    """The stream's frames per second against the module's own: the model alone on one
     frame's planes ``frames`` times, then ``frames`` synthetic frames through the whole
     pipeline (output discarded). ``ratio`` is stream fps / module fps (1.0: the other
-    stages are hidden)."""
+    stages are hidden); ``frame_function`` says whether the frames went through the
+    module's ``frame`` function (colour work in the module) or numpy."""
     up = Upscaler(engine, pix_fmt)
     data = next(synthetic_frames(1, width, height, pix_fmt))
-    work = up.prepare(data)
-    up.module(work)  # warm-up: TVM's pool, caches
+    bare = Upscaler(engine, pix_fmt)
+    bare.frame_fn = None  # the model on the planes: what the stream is measured against
+    work = bare.prepare(data)
+    bare.module(work)  # warm-up: TVM's pool, caches
     t0 = time.perf_counter()
     for _ in range(frames):
-        up.module(work)
+        bare.module(work)
     module_fps = frames / (time.perf_counter() - t0)
     rep = run_stream(synthetic_frames(frames, width, height, pix_fmt), up, NullWriter(),
                      StreamConfig(side_nice=side_nice))
     return {**rep, "module_fps": round(module_fps, 2), "ratio": round(rep["fps"] / module_fps, 3),
-            "size": f"{width}x{height}", "pix_fmt": pix_fmt, "side_nice": side_nice}
+            "size": f"{width}x{height}", "pix_fmt": pix_fmt, "side_nice": side_nice,
+            "frame_function": up.whole(data)}
 
 
 def register() -> None:

@@ -22,6 +22,7 @@ from tvm.relax.frontend.torch import from_exported_program
 
 import targets as target_registry
 from runtime.artifact import FORMAT_VERSION, MANIFEST, atomic_dir, sha256_file, write_json_atomic
+from runtime.stream import frame_bytes
 
 from ..models import ModelSpec, get_spec, load_model
 from ..models.analysis import receptive_radius
@@ -32,6 +33,7 @@ from .config import DEFAULT_MODEL, DEFAULT_SIZE, IO_DTYPES, BuildConfig, BuildEr
 from .cuda import check_cuda_kernels
 from .database import apply_tuning, tune_command, tuning_dir
 from .default_schedule import default_schedule
+from .frame_io import FRAME_FORMATS, add_frame
 from .passes import LAYOUTS, passes_for, run_passes, uint8_io
 from .provenance import foreign_note, provenance, record_cpus, target_cpu
 
@@ -203,7 +205,8 @@ class BuildState:
         model's file-safe name, ``models.external``)."""
         cfg = self.cfg
         return (f"{self.spec.name}-{self.tspec.name}-{cfg.dtype}"
-                + ("-uint8io" if cfg.io == "uint8" else ""))
+                + ("-uint8io" if cfg.io == "uint8" else "")
+                + (f"-{cfg.frame}" if cfg.frame else ""))
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,7 @@ class BuildFacts:
 
     dtype: str
     io: str
+    frame: bool
     cpu: bool
     on_host: bool
     database: bool
@@ -221,7 +225,7 @@ class BuildFacts:
     @classmethod
     def of(cls, cfg: BuildConfig, tspec: target_registry.TargetSpec) -> BuildFacts:
         """The step-relevant facts of a build."""
-        return cls(dtype=cfg.dtype, io=cfg.io, cpu=tspec.kind == "llvm",
+        return cls(dtype=cfg.dtype, io=cfg.io, frame=bool(cfg.frame), cpu=tspec.kind == "llvm",
                    on_host=tspec.name == "host",
                    database=bool(cfg.use_tuning and (cfg.tuning_db
                                                      or tuning_dir(cfg, tspec.name).is_dir())),
@@ -262,6 +266,13 @@ def _uint8_io(s: BuildState) -> None:
     s.raw = uint8_io(s.raw)
 
 
+def _frame_io(s: BuildState) -> None:
+    try:
+        s.raw = add_frame(s.raw, s.cfg.frame, s.spec.scale, s.spec.colour)
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
+
+
 def _relax_passes(s: BuildState) -> None:
     s.passes = s.cfg.passes or passes_for(s.target, s.layout, s.cfg.dtype)
     dump = Path(s.cfg.dump_ir) / s.tspec.name if s.cfg.dump_ir else None
@@ -288,6 +299,16 @@ def _compile(s: BuildState) -> None:
         s.cuda = check_cuda_kernels(s.executable, s.target)
 
 
+def _frame_entry(cfg: BuildConfig, scale: int) -> dict | None:
+    """The manifest's description of the ``frame`` function (None without one)."""
+    if not cfg.frame:
+        return None
+    h, w = cfg.size
+    return {"function": "frame", "pix_fmt": cfg.frame, "width": w, "height": h,
+            "bytes_in": frame_bytes(w, h, cfg.frame),
+            "bytes_out": frame_bytes(w * scale, h * scale, cfg.frame)}
+
+
 def _export_library(s: BuildState) -> None:
     cfg, spec, tspec = s.cfg, s.spec, s.tspec
     export_library(s.executable, s.folder / "model.so", tspec)
@@ -299,6 +320,7 @@ def _export_library(s: BuildState) -> None:
                   "layout": "NCHW", "dtype": cfg.io,
                   "range": [0.0, 255.0] if cfg.io == "uint8" else [0.0, 1.0]},
         "output": {"dtype": cfg.io},
+        "frame": _frame_entry(cfg, spec.scale),
         "target": {"name": tspec.name, "tvm": json.loads(str(s.target)),
                    "arch": tspec.arch, "kind": tspec.kind},
         "tvm_version": tvm.__version__, "tuning": s.tuning,
@@ -353,6 +375,7 @@ STEPS: tuple[Step, ...] = (
     ("quantize_int8", lambda f: f.dtype == "int8", _quantize),         # traces the sub-pixel form
     ("lower_int8", lambda f: f.dtype == "int8", _lower_int8),          # plan -> integer Relax
     ("uint8_io", lambda f: f.io == "uint8", _uint8_io),
+    ("frame_io", lambda f: f.frame, _frame_io),                        # + frame(raw video)
     ("relax_passes", lambda f: True, _relax_passes),                   # passes.PIPELINE
     ("tuning_database", lambda f: f.database, _tuning_database),
     ("default_schedule", lambda f: f.cpu and f.default_schedule, _default_schedule),
@@ -384,11 +407,27 @@ def start(cfg: BuildConfig) -> BuildState:
     if cfg.dtype == "int8" and cfg.dynamic:
         raise BuildError("int8 builds need a static --size (the plan is per shape)")
     check_size(cfg.size)
+    _check_frame(cfg, spec)
     layout = cfg.layout or tspec.layout(cfg.dtype)
     if layout not in LAYOUTS:
         raise BuildError(f"unknown --layout {layout}: choose NCHW or NHWC")
     return BuildState(cfg, spec, tspec, target_registry.tvm_target(tspec), layout,
                       steps_for(cfg, tspec))
+
+
+def _check_frame(cfg: BuildConfig, spec: ModelSpec) -> None:
+    """One-line errors for a ``--frame`` the build cannot compile."""
+    if not cfg.frame:
+        return
+    if cfg.frame not in FRAME_FORMATS:
+        raise BuildError(f"unknown --frame {cfg.frame}: choose {' or '.join(FRAME_FORMATS)}")
+    if cfg.dynamic:
+        raise BuildError("--frame needs a static --size (a frame is exactly that size)")
+    if cfg.frame == "yuv420p" and spec.colour != "y":
+        raise BuildError("yuv420p frames need a Y-channel model; this one is RGB: use "
+                         "--frame rgb24")
+    if cfg.frame == "yuv420p" and (cfg.size[0] % 2 or cfg.size[1] % 2):
+        raise BuildError(f"yuv420p frames need an even --size; got {cfg.size[0]}x{cfg.size[1]}")
 
 
 def lower(cfg: BuildConfig) -> BuildState:

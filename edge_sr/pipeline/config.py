@@ -45,6 +45,9 @@ class BuildConfig:
             stay NCHW either way.
         io: Image tensors in and out of the module: ``float32`` on [0, 1] (default) or
             ``uint8`` on [0, 255] (the image's own pixels, the ``uint8_io`` pass).
+        frame: Also compile ``frame``: one raw ``yuv420p`` or ``rgb24`` video frame of
+            ``size`` in, the upscaled frame out, its colour work in the module
+            (``frame_io``; ``runtime.stream`` uses it). ``""``: none.
     """
 
     model: str = DEFAULT_MODEL
@@ -68,6 +71,7 @@ class BuildConfig:
     default_schedule: bool = True
     layout: str | None = None
     io: str = "float32"
+    frame: str = ""
 
 
 IO_DTYPES = ("float32", "uint8")

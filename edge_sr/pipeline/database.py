@@ -57,6 +57,14 @@ def open_database(work: Path, allow_missing: bool = True):
                                     allow_missing=allow_missing)
 
 
+def model_kernels(mod: tvm.IRModule) -> list[str]:
+    """The kernels the model's ``main`` calls: those a tuning database is about (a
+    ``--frame`` build's own colour kernels are scheduled by ``frame_io``)."""
+    called = {gv.name_hint for gv in relax.analysis.all_global_vars(mod["main"])}
+    return [gv.name_hint for gv, f in mod.functions.items()
+            if isinstance(f, PrimFunc) and gv.name_hint in called]
+
+
 def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
                  db_path: Path | None, cpu: str | None = None) -> tuple[tvm.IRModule, dict]:
     """Replace kernels by their tuned schedules from a MetaSchedule JSON database.
@@ -68,7 +76,7 @@ def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
     Returns:
         The module and a tuning record: ``state`` (untuned/partial/tuned), kernel counts.
     """
-    kernels = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, PrimFunc)]
+    kernels = model_kernels(mod)
     if db_path is None:
         return mod, {"state": "untuned", "database": None, "kernels": len(kernels), "tuned": 0}
     work = Path(db_path)
@@ -88,7 +96,7 @@ def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
         except Exception as exc:  # noqa: BLE001 - TVM raises plain errors for bad JSON
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
             raise BuildError(f"tuning database {work} is unreadable: {first}") from None
-    tuned = sum(1 for f in mod.functions.values() if is_scheduled(f))
+    tuned = sum(1 for name in kernels if is_scheduled(mod[name]))
     state = "tuned" if tuned == len(kernels) else ("partial" if tuned else "untuned")
     return mod, {"state": state, "database": str(work), "kernels": len(kernels), "tuned": tuned,
                  "records_for": cpu}
