@@ -25,72 +25,74 @@ from runtime.stream import frame_bytes
 FRAME_FORMATS = ("yuv420p", "rgb24")
 
 
-def _upscale_prim(shape: tuple[int, ...], axis: int, s: int) -> tvm.tirx.PrimFunc:
-    """The TIR of ``_Ops.upscale_axis``: MATLAB's bicubic weights of each phase as
-    constants, the input index mirrored at both ends."""
+def _phase_taps(s: int, n: int) -> list[list[tuple[int, float]]]:
+    """MATLAB's bicubic x``s`` as taps: for each output phase ``p`` (output ``q*s + p``)
+    the (offset from input ``q``, float32 weight) pairs, zero weights left out (they add
+    nothing: numpy's sums are the same without them)."""
     idx, w = bicubic_weights(s, s)
     w = w.astype(np.float32)
-    n = shape[axis]
-    if n <= w.shape[1]:
+    taps = [[(int(idx[p, t]) - 1, float(w[p, t])) for t in range(w.shape[1]) if w[p, t]]
+            for p in range(s)]
+    if n <= max(abs(o) for phase in taps for o, _ in phase):
         raise ValueError(f"a plane of {n} pixels is too small to upscale")
+    return taps
+
+
+def _mirror(k, n: int):
+    """MATLAB's symmetric boundary: index -1 -> 0, n -> n - 1."""
+    return tvm.tirx.Select(k < 0, -k - 1, tvm.tirx.Select(k >= n, 2 * n - 1 - k, k))
+
+
+def _phase_sum(taps, load):
+    """A phase's taps summed in numpy's order (left to right)."""
+    acc = None
+    for off, wt in taps:
+        term = tvm.tirx.const(wt, "float32") * load(off)
+        acc = term if acc is None else acc + term
+    return acc
+
+
+def _upscale_cols_prim(shape: tuple[int, int], s: int) -> tvm.tirx.PrimFunc:
+    """``runtime.imresize._upscale_axis`` along the first axis: every output row is one
+    phase of one input row, so a row's loop reads plain rows (the default schedule
+    vectorizes it)."""
+    n, cols = shape
+    taps = _phase_taps(s, n)
     x = te.placeholder(shape, "float32", "x")
 
-    def mirror(k):
-        return tvm.tirx.Select(k < 0, -k - 1, tvm.tirx.Select(k >= n, 2 * n - 1 - k, k))
-
-    def value(*i):
-        o = i[axis]
+    def value(o, j):
         q, p = o // s, o % s
-        out = None
-        for phase in range(s):
-            acc = None
-            for t in range(w.shape[1]):
-                if w[phase, t] == 0:  # adds nothing: numpy's sum is the same without it
-                    continue
-                src = list(i)
-                src[axis] = mirror(q + int(idx[phase, t]) - 1)
-                term = tvm.tirx.const(float(w[phase, t]), "float32") * x[tuple(src)]
-                acc = term if acc is None else acc + term
-            out = acc if out is None else tvm.tirx.Select(p == phase, acc, out)
+        out = _phase_sum(taps[0], lambda off: x[_mirror(q + off, n), j])
+        for phase in range(1, s):
+            out = tvm.tirx.Select(p == phase,
+                                  _phase_sum(taps[phase], lambda off: x[_mirror(q + off, n), j]),
+                                  out)
         return out
 
-    out_shape = list(shape)
-    out_shape[axis] = n * s
-    y = te.compute(out_shape, value, name="bicubic")
+    y = te.compute((n * s, cols), value, name="bicubic")
     return te.create_prim_func([x, y])
 
 
 def _upscale_rows_prim(shape: tuple[int, int], s: int) -> tvm.tirx.PrimFunc:
-    """``_upscale_prim`` along the last axis, scheduled here: the row padded once
-    (mirrored), then each output pair of phases from plain shifted loads, rows in
-    parallel and the phase loop unrolled, so that LLVM vectorizes the column loop with
-    interleaved stores. With the phase chosen per element (``_upscale_prim``), the
-    720x640 -> 720x1280 pass took 1.25 ms, gathering."""
-    idx, w = bicubic_weights(s, s)
-    w = w.astype(np.float32)
+    """The same along the last axis, scheduled here: the rows padded once (mirrored),
+    then each output column's phases from plain shifted loads, rows in parallel and the
+    phase loop unrolled, so that LLVM vectorizes the column loop with interleaved stores.
+    With the phase chosen per element as along the first axis, 720x640 -> 720x1280 took
+    1.25 ms (gathers) against 0.45."""
     rows, n = shape
-    taps = [[(int(idx[p, t]) - 1, float(w[p, t])) for t in range(w.shape[1]) if w[p, t] != 0]
-            for p in range(s)]
+    taps = _phase_taps(s, n)
     lo = -min(o for phase in taps for o, _ in phase)
     hi = max(o for phase in taps for o, _ in phase)
-    if n <= max(lo, hi):
-        raise ValueError(f"a plane of {n} pixels is too small to upscale")
     x = te.placeholder(shape, "float32", "x")
-
-    def mirror(k):
-        return tvm.tirx.Select(k < 0, -k - 1, tvm.tirx.Select(k >= n, 2 * n - 1 - k, k))
-
-    xp = te.compute((rows, n + lo + hi), lambda i, c: x[i, mirror(c - lo)], name="pad")
+    xp = te.compute((rows, n + lo + hi), lambda i, c: x[i, _mirror(c - lo, n)], name="pad")
 
     def value(i, f):
         q, p = f // s, f % s
-        out = None
-        for phase in range(s):
-            acc = None
-            for off, wt in taps[phase]:
-                term = tvm.tirx.const(wt, "float32") * xp[i, q + off + lo]
-                acc = term if acc is None else acc + term
-            out = acc if out is None else tvm.tirx.Select(p == phase, acc, out)
+        out = _phase_sum(taps[0], lambda off: xp[i, q + off + lo])
+        for phase in range(1, s):
+            out = tvm.tirx.Select(p == phase,
+                                  _phase_sum(taps[phase], lambda off: xp[i, q + off + lo]),
+                                  out)
         return out
 
     y = te.compute((rows, n * s), value, name="bicubic")
@@ -186,24 +188,27 @@ class _Ops:
     def slice(self, x, axis: int, begin: int, end: int) -> relax.Var:
         return self.emit(relax.op.strided_slice(x, [axis], [begin], [end]))
 
-    def upscale_axis(self, x, axis: int, n: int, s: int) -> relax.Var:
+    def kernel(self, prim: tvm.tirx.PrimFunc, name: str, args: list, out_ty) -> relax.Var:
+        """Call one of this module's TIR kernels, opaque to fusion (each is scheduled
+        where it is made, or by the default rule on its own)."""
+        gv = self.bb.add_func(prim.with_attrs({"op_pattern": 8, "global_symbol": name}), name)
+        return self.emit(relax.call_tir(gv, args, out_ty))
+
+    def upscale_axis(self, x, axis: int, s: int) -> relax.Var:
         """``runtime.imresize._upscale_axis`` of a 2-D float32 plane: output ``q*s + p``
         is phase ``p``'s few taps around input ``q`` (symmetric boundary), summed in
         numpy's order. One kernel of its own (opaque to fusion: inlined into the next
         axis, each of its values would be computed once per tap of that axis)."""
         shape = [int(d) for d in x.ty.shape]
         out_shape = list(shape)
-        out_shape[axis] = n * s
-        name = f"bicubic_x{s}_axis{axis}_{shape[0]}x{shape[1]}"
-        prim = (_upscale_rows_prim(tuple(shape), s) if axis == len(shape) - 1
-                else _upscale_prim(tuple(shape), axis, s)).with_attrs(
-            {"op_pattern": 8, "global_symbol": name})
-        gv = self.bb.add_func(prim, name)
-        return self.emit(relax.call_tir(gv, [x], relax.TensorType(out_shape, "float32")))
+        out_shape[axis] *= s
+        prim = (_upscale_rows_prim if axis == 1 else _upscale_cols_prim)(tuple(shape), s)
+        return self.kernel(prim, f"bicubic_x{s}_axis{axis}_{shape[0]}x{shape[1]}", [x],
+                           relax.TensorType(out_shape, "float32"))
 
-    def imresize(self, plane, h: int, w: int, s: int) -> relax.Var:
+    def imresize(self, plane, s: int) -> relax.Var:
         """``imresize(plane, s)`` of a float32 HxW plane (rows first, as numpy)."""
-        return self.upscale_axis(self.upscale_axis(plane, 0, h, s), 1, w, s)
+        return self.upscale_axis(self.upscale_axis(plane, 0, s), 1, s)
 
     def to_u8_round(self, x) -> relax.Var:
         """``np.round``, then clip to [0, 255], as uint8 (``imresize`` of a uint8 plane)."""
@@ -215,11 +220,9 @@ class _Ops:
         ``k``; one kernel of its own (``_interleave_prim``)."""
         shapes = [tuple(int(d) for d in p.ty.shape) for p in planes]
         h, w = shapes[0]
-        name = f"{name}_{h}x{w}"
-        prim = _interleave_prim(shapes, [p.ty.dtype for p in planes], 3, pixel).with_attrs(
-            {"op_pattern": 8, "global_symbol": name})
-        gv = self.bb.add_func(prim, name)
-        return self.emit(relax.call_tir(gv, planes, relax.TensorType((h * w * 3,), "uint8")))
+        prim = _interleave_prim(shapes, [p.ty.dtype for p in planes], 3, pixel)
+        return self.kernel(prim, f"{name}_{h}x{w}", planes,
+                           relax.TensorType((h * w * 3,), "uint8"))
 
     def to_u8_floor(self, x) -> relax.Var:
         """[0, 1] float -> uint8 as the module's uint8 I/O and the yuv420p stream:
@@ -256,7 +259,7 @@ def _yuv420p(ops: _Ops, main, dtype: str, f, h: int, w: int, s: int) -> relax.Va
         c = ops.slice(f, 0, n + k * n // 4, n + (k + 1) * n // 4)
         c = ops.emit(relax.op.astype(ops.emit(relax.op.reshape(c, (h // 2, w // 2))),
                                      "float32"))
-        up = ops.to_u8_round(ops.imresize(c, h // 2, w // 2, s))
+        up = ops.to_u8_round(ops.imresize(c, s))
         outs.append(ops.emit(relax.op.reshape(up, (h * s * w * s // 4,))))
     return ops.emit(relax.op.concat(outs, 0))
 
@@ -274,14 +277,12 @@ def _rgb24(ops: _Ops, main, dtype: str, colour: str, f, h: int, w: int,
         chans = [ops.emit(relax.op.reshape(ops.slice(out, 1, k, k + 1), (h * s, w * s)))
                  for k in range(3)]
         return ops.interleave(chans, lambda k, vals: _u8_unit(vals[k]), "rgb_out")
-    name = f"ycbcr_{h}x{w}"
-    prim = _ycbcr_prim(h, w).with_attrs({"op_pattern": 8, "global_symbol": name})
-    plane = relax.TensorType((h, w), "float32")
-    ycc = ops.emit(relax.call_tir(ops.bb.add_func(prim, name), [f], [plane] * 3))
+    ycc = ops.kernel(_ycbcr_prim(h, w), f"ycbcr_{h}x{w}", [f],
+                     [relax.TensorType((h, w), "float32")] * 3)
     ycc = [ops.emit(relax.TupleGetItem(ycc, k)) for k in range(3)]
     planes = ops.emit(relax.op.reshape(ycc[0], (1, 1, h, w)))
     out = _model(ops, main, planes, dtype)
-    chroma = [ops.imresize(c, h, w, s) for c in ycc[1:]]
+    chroma = [ops.imresize(c, s) for c in ycc[1:]]
     y = ops.emit(relax.op.reshape(out, (h * s, w * s)))
     return ops.interleave([y, *chroma], _rgb_from_ycbcr, "rgb_from_ycbcr")
 
