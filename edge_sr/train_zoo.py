@@ -83,15 +83,19 @@ def _ready(runs: Path, name: str, early: bool = False) -> bool:
 
 def note_source(runs: Path, name: str) -> None:
     """Before a derived run's first step: record where its source's run stood
-    (``source.json``: model, steps done, steps in its schedule)."""
+    (``source.json``: model, steps done, steps in its schedule, and the step of the
+    committed weights the derived run starts from: its best validation, often earlier)."""
     source = get_spec(name).recipe.init
     folder = runs / name
     if not source or (folder / "last.pt").exists():
         return
     done, iters = run_state(runs, source)
+    weights = get_spec(source).weights_path
+    start = (torch.load(weights, map_location="cpu", weights_only=False).get("iter")
+             if weights.exists() else None)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "source.json").write_text(json.dumps(
-        {"model": source, "iter": done, "iters": iters}, indent=1))
+        {"model": source, "iter": done, "iters": iters, "weights_iter": start}, indent=1))
 
 
 def train_zoo(cfg: ZooTrainConfig) -> dict:

@@ -158,7 +158,9 @@ def test_early_runs_start_from_an_unfinished_source_and_say_where_it_stood(tmp_p
     assert _ready(tmp_path, "srresnet_b2_x4", early=True)  # the committed b16 weights
     note_source(tmp_path, "srresnet_b2_x4")
     stood = json.loads((tmp_path / "srresnet_b2_x4" / "source.json").read_text())
-    assert stood == {"model": "srresnet_b16_x4", "iter": 1234, "iters": 40000}
+    committed = torch.load(MODELS["srresnet_b16_x4"].weights_path, weights_only=False)
+    assert stood == {"model": "srresnet_b16_x4", "iter": 1234, "iters": 40000,
+                     "weights_iter": committed["iter"]}  # what the run starts from
 
 
 def test_training_time_leaves_out_pauses(monkeypatch):
