@@ -32,11 +32,14 @@ class Engine:
         self.func = vm["main"]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._run(self.func, x)
+
+    def _run(self, func, x: np.ndarray) -> np.ndarray:
         import tvm
 
         if self.pool is not None:
             self.pool.update()
-        return self.func(tvm.runtime.tensor(np.ascontiguousarray(x), self.device)).numpy()
+        return func(tvm.runtime.tensor(np.ascontiguousarray(x), self.device)).numpy()
 
     @property
     def frame_format(self) -> dict | None:
@@ -47,12 +50,7 @@ class Engine:
     def frame(self, raw: np.ndarray) -> np.ndarray:
         """One raw frame (flat uint8, ``frame_format``'s size and pixel format) -> the
         upscaled raw frame, its colour work done in the module."""
-        import tvm
-
-        if self.pool is not None:
-            self.pool.update()
-        arg = tvm.runtime.tensor(np.ascontiguousarray(raw), self.device)
-        return self.vm["frame"](arg).numpy()
+        return self._run(self.vm["frame"], raw)
 
     @property
     def io(self) -> str:

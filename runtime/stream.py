@@ -207,7 +207,7 @@ class Upscaler:
         planes = prep[0] if self.pix_fmt == "yuv420p" else prep.planes
         return work, self.engine.upscale(planes)
 
-    def finish(self, data, work) -> bytes | np.ndarray | Picture:
+    def finish(self, work) -> bytes | np.ndarray | Picture:
         prep, out = work
         if isinstance(prep, _Whole):
             if self.pix_fmt == "yuv420p":
@@ -374,7 +374,7 @@ def run_stream(frames: Iterator[object], upscaler: Upscaler, writer: Writer,
                                         queues[1]), name="prepare"),
         threading.Thread(target=guarded(stage("finish", queues[2], None,
                                               lambda f: writer.write(
-                                                  upscaler.finish(f.data, f.work))),
+                                                  upscaler.finish(f.work))),
                                         None), name="finish"),
     ]
     reader.start()

@@ -22,6 +22,8 @@ from .console import ConsoleError, SerialConsole
 PYTHON = ("$( [ -x /opt/edge-sr/venv/bin/python ] && echo /opt/edge-sr/venv/bin/python "
           "|| echo python3 )")
 RUNTIME_ENV = "TVM_USE_RUNTIME_LIB=1 PYTHONPATH=/opt/edge-sr${PYTHONPATH:+:$PYTHONPATH}"
+# Where runtime commands start: the setup script's folder when present.
+RUNTIME_CD = "cd /opt/edge-sr 2>/dev/null || cd /"
 
 
 def _first(console: SerialConsole, command: str) -> str | None:
@@ -100,7 +102,7 @@ def start_rpc(console: SerialConsole, cfg: RpcConfig) -> dict:
         args += " --allow-remote"
     if cfg.tracker:
         args += f" --tracker {cfg.tracker} --key {cfg.key}"
-    console.check(f"cd /opt/edge-sr 2>/dev/null || cd /; {RUNTIME_ENV} PYTHONUNBUFFERED=1 "
+    console.check(f"{RUNTIME_CD}; {RUNTIME_ENV} PYTHONUNBUFFERED=1 "
                   f"setsid nohup {PYTHON} -m runtime.server {args} > {log} 2>&1 < /dev/null "
                   f"& echo $! > {pidfile}")
     pid = int(console.check(f"cat {pidfile}").strip())
@@ -169,7 +171,7 @@ def stream_bench(console: SerialConsole, remote_artifact: str, size: tuple[int, 
     """
     stats = f"/tmp/edge-sr-stream-{secrets.token_hex(4)}.json"
     res = console.run(
-        f"cd /opt/edge-sr 2>/dev/null || cd /; {RUNTIME_ENV} {PYTHON} -m runtime.stream "
+        f"{RUNTIME_CD}; {RUNTIME_ENV} {PYTHON} -m runtime.stream "
         f"--artifact '{remote_artifact}' --bench {frames} --size {size[0]}x{size[1]} "
         f"--pix-fmt {pix_fmt} --side-nice {side_nice} --stats {stats} --quiet "
         f"&& cat {stats}; status=$?; rm -f {stats}; exit $status", timeout)

@@ -33,7 +33,7 @@ from .config import DEFAULT_MODEL, DEFAULT_SIZE, IO_DTYPES, BuildConfig, BuildEr
 from .cuda import check_cuda_kernels
 from .database import apply_tuning, tune_command, tuning_dir
 from .default_schedule import default_schedule
-from .frame_io import FRAME_FORMATS, add_frame
+from .frame_io import add_frame, check_frame
 from .passes import LAYOUTS, passes_for, run_passes, uint8_io
 from .provenance import foreign_note, provenance, record_cpus, target_cpu
 
@@ -419,15 +419,12 @@ def _check_frame(cfg: BuildConfig, spec: ModelSpec) -> None:
     """One-line errors for a ``--frame`` the build cannot compile."""
     if not cfg.frame:
         return
-    if cfg.frame not in FRAME_FORMATS:
-        raise BuildError(f"unknown --frame {cfg.frame}: choose {' or '.join(FRAME_FORMATS)}")
+    try:
+        check_frame(cfg.frame, spec.colour, *cfg.size)
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
     if cfg.dynamic:
         raise BuildError("--frame needs a static --size (a frame is exactly that size)")
-    if cfg.frame == "yuv420p" and spec.colour != "y":
-        raise BuildError("yuv420p frames need a Y-channel model; this one is RGB: use "
-                         "--frame rgb24")
-    if cfg.frame == "yuv420p" and (cfg.size[0] % 2 or cfg.size[1] % 2):
-        raise BuildError(f"yuv420p frames need an even --size; got {cfg.size[0]}x{cfg.size[1]}")
 
 
 def lower(cfg: BuildConfig) -> BuildState:

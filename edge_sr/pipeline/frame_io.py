@@ -20,9 +20,7 @@ from tvm import relax, s_tir, te
 
 from runtime.colour import RGB2YCBCR, YCBCR2RGB, YCBCR_OFFSET
 from runtime.imresize import bicubic_weights
-from runtime.stream import frame_bytes
-
-FRAME_FORMATS = ("yuv420p", "rgb24")
+from runtime.stream import PIX_FMTS, frame_bytes
 
 
 def _phase_taps(s: int, n: int) -> list[list[tuple[int, float]]]:
@@ -52,6 +50,18 @@ def _phase_sum(taps, load):
     return acc
 
 
+def _phases(o, taps, load):
+    """Output ``o`` of an upscale: its phase's taps around input ``o // s`` summed, the
+    phase chosen by ``o % s`` (``load(q, offset)`` reads the input)."""
+    s = len(taps)
+    q, p = o // s, o % s
+    out = _phase_sum(taps[0], lambda off: load(q, off))
+    for phase in range(1, s):
+        out = tvm.tirx.Select(p == phase, _phase_sum(taps[phase], lambda off: load(q, off)),
+                              out)
+    return out
+
+
 def _upscale_cols_prim(shape: tuple[int, int], s: int) -> tvm.tirx.PrimFunc:
     """``runtime.imresize._upscale_axis`` along the first axis: every output row is one
     phase of one input row, so a row's loop reads plain rows (the default schedule
@@ -60,16 +70,8 @@ def _upscale_cols_prim(shape: tuple[int, int], s: int) -> tvm.tirx.PrimFunc:
     taps = _phase_taps(s, n)
     x = te.placeholder(shape, "float32", "x")
 
-    def value(o, j):
-        q, p = o // s, o % s
-        out = _phase_sum(taps[0], lambda off: x[_mirror(q + off, n), j])
-        for phase in range(1, s):
-            out = tvm.tirx.Select(p == phase,
-                                  _phase_sum(taps[phase], lambda off: x[_mirror(q + off, n), j]),
-                                  out)
-        return out
-
-    y = te.compute((n * s, cols), value, name="bicubic")
+    y = te.compute((n * s, cols), lambda o, j: _phases(
+        o, taps, lambda q, off: x[_mirror(q + off, n), j]), name="bicubic")
     return te.create_prim_func([x, y])
 
 
@@ -86,16 +88,8 @@ def _upscale_rows_prim(shape: tuple[int, int], s: int) -> tvm.tirx.PrimFunc:
     x = te.placeholder(shape, "float32", "x")
     xp = te.compute((rows, n + lo + hi), lambda i, c: x[i, _mirror(c - lo, n)], name="pad")
 
-    def value(i, f):
-        q, p = f // s, f % s
-        out = _phase_sum(taps[0], lambda off: xp[i, q + off + lo])
-        for phase in range(1, s):
-            out = tvm.tirx.Select(p == phase,
-                                  _phase_sum(taps[phase], lambda off: xp[i, q + off + lo]),
-                                  out)
-        return out
-
-    y = te.compute((rows, n * s), value, name="bicubic")
+    y = te.compute((rows, n * s), lambda i, f: _phases(
+        f, taps, lambda q, off: xp[i, q + off + lo]), name="bicubic")
     sch = s_tir.Schedule(te.create_prim_func([x, y]))
     sch.parallel(sch.get_loops(sch.get_sblock("pad"))[0])
     i, f = sch.get_loops(sch.get_sblock("bicubic"))
@@ -287,6 +281,21 @@ def _rgb24(ops: _Ops, main, dtype: str, colour: str, f, h: int, w: int,
     return ops.interleave([y, *chroma], _rgb_from_ycbcr, "rgb_from_ycbcr")
 
 
+def check_frame(pix_fmt: str, colour: str, h: int, w: int) -> None:
+    """Refuse, in one line, a frame format a model of ``colour`` at HxW cannot take.
+
+    Raises:
+        ValueError: an unknown format, yuv420p for an RGB model or at an odd size.
+    """
+    if pix_fmt not in PIX_FMTS:
+        raise ValueError(f"unknown --frame {pix_fmt}: choose {' or '.join(PIX_FMTS)}")
+    if pix_fmt == "yuv420p" and colour != "y":
+        raise ValueError("yuv420p frames need a Y-channel model; this one is RGB: use "
+                         "--frame rgb24")
+    if pix_fmt == "yuv420p" and (h % 2 or w % 2):
+        raise ValueError(f"yuv420p frames need an even --size; got {h}x{w}")
+
+
 def add_frame(mod: tvm.IRModule, pix_fmt: str, scale: int, colour: str) -> tvm.IRModule:
     """Add ``frame(f: uint8[frame bytes]) -> uint8[upscaled frame bytes]`` to ``mod``.
 
@@ -297,16 +306,11 @@ def add_frame(mod: tvm.IRModule, pix_fmt: str, scale: int, colour: str) -> tvm.I
         colour: ``"y"`` or ``"rgb"``.
 
     Raises:
-        ValueError: a pixel format the model cannot take, or an odd yuv420p size.
+        ValueError: a pixel format the model cannot take (``check_frame``).
     """
-    if pix_fmt not in FRAME_FORMATS:
-        raise ValueError(f"unknown frame format {pix_fmt}: choose {' or '.join(FRAME_FORMATS)}")
-    if pix_fmt == "yuv420p" and colour != "y":
-        raise ValueError("yuv420p frames need a Y-channel model; this one is RGB: use rgb24")
     (x,) = mod["main"].params
     _, _, h, w = (int(d) for d in x.ty.shape)
-    if pix_fmt == "yuv420p" and (h % 2 or w % 2):
-        raise ValueError(f"yuv420p frames need an even size; the module is {h}x{w}")
+    check_frame(pix_fmt, colour, h, w)
     dtype = x.ty.dtype
     # a new builder: the imported module's GlobalVar for main still carries the
     # exported program's signature (weights as parameters)
@@ -326,4 +330,4 @@ def add_frame(mod: tvm.IRModule, pix_fmt: str, scale: int, colour: str) -> tvm.I
     return bb.get()
 
 
-__all__ = ["FRAME_FORMATS", "add_frame"]
+__all__ = ["add_frame", "check_frame"]
