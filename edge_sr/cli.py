@@ -675,6 +675,9 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as exc:
         print(f"edge-sr {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM to a training run: it checkpointed
+        print(f"edge-sr {args.command}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `edge-sr targets | head`: the reader left, not an error
         sys.stderr.close()
         return 0

@@ -24,3 +24,15 @@ def test_eval_names_only_real_datasets(capsys):
     main(["eval", "--model", "fsrcnn_tiny_x2", "--dataset", "README.md"])
     listed = capsys.readouterr().err.split("one of")[1]
     assert "set5" in listed and "README" not in listed
+
+
+def test_an_interrupted_command_is_one_line_and_exit_130(capsys, monkeypatch):
+    """Ctrl-C, or SIGTERM to a training run (which checkpoints first): no traceback."""
+    import edge_sr.cli as cli
+
+    def stopped(_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "train-zoo", stopped)
+    assert main(["train-zoo", "--minutes", "1"]) == 130
+    assert capsys.readouterr().err.strip() == "edge-sr train-zoo: interrupted"

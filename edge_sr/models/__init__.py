@@ -50,6 +50,9 @@ class ModelSpec:
             the rest).
         source: For a model outside the registry, its ``--model`` reference
             (``models.external``); empty for registry models.
+        kernels_of: Registry model whose tuning databases this one shares, its kernels
+            being a subset of that model's (a pruned SRResNet's convs are the 16-block
+            net's, shape for shape); empty: its own.
     """
 
     name: str
@@ -60,6 +63,7 @@ class ModelSpec:
     family: str = ""
     int8_goal: float = 0.1
     source: str = ""
+    kernels_of: str = ""
 
     @property
     def channels(self) -> int:
@@ -102,7 +106,8 @@ MODELS: dict[str, ModelSpec] = _register(
                   _method_deploy, "ghostsr"),
     ]
     + [ModelSpec(f"srresnet_b{b}_x4", partial(SRResNet, 4, b), 4, "rgb", _method_deploy,
-                 "srresnet") for b in (16, 12, 8, 4, 2)]
+                 "srresnet", kernels_of="srresnet_b16_x4" if b != 16 else "")
+       for b in (16, 12, 8, 4, 2)]
 )
 
 

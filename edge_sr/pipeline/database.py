@@ -30,8 +30,10 @@ def tuning_key(model: str, target: str, size: tuple[int, int], dtype: str) -> st
 
 
 def tuning_dir(cfg: BuildConfig, target: str) -> Path:
-    """The database folder of a build: ``cfg.tuning_db``, else the committed one."""
-    key = tuning_key(get_spec(cfg.model).name, target, cfg.size, cfg.dtype)
+    """The database folder of a build: ``cfg.tuning_db``, else the committed one (that of
+    the model whose kernels it shares, ``ModelSpec.kernels_of``, if any)."""
+    spec = get_spec(cfg.model)
+    key = tuning_key(spec.kernels_of or spec.name, target, cfg.size, cfg.dtype)
     return Path(cfg.tuning_db) if cfg.tuning_db else TUNING_DIR / key
 
 

@@ -43,6 +43,22 @@ def test_deploy_matches_training_form(name):
     assert float((ref - out).abs().max()) <= 1e-9 * scale
 
 
+def _conv_shapes(name: str) -> set[tuple]:
+    spec = MODELS[name]
+    deployed = spec.deploy(spec.factory())
+    return {(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.groups,
+             type(m).__name__) for m in deployed.modules()
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))}
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in MODELS.items() if s.kernels_of))
+def test_a_model_sharing_tuning_databases_has_only_that_models_convs(name):
+    """Its builds apply the other model's databases: every conv must be one of its."""
+    spec = MODELS[name]
+    assert spec.kernels_of in MODELS and spec.scale == MODELS[spec.kernels_of].scale
+    assert _conv_shapes(name) <= _conv_shapes(spec.kernels_of)
+
+
 @pytest.mark.parametrize("cin,cout", [(1, 8), (16, 16), (16, 4)])
 def test_ecb_fuse_is_one_plain_conv_equal_to_four_branches(cin, cout):
     block = ECB(cin, cout)

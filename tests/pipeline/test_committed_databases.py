@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from edge_sr.models import MODELS
 from edge_sr.pipeline.builder import BuildConfig, lower
 from edge_sr.pipeline.database import TUNING_DIR, apply_tuning
 from targets import TargetError, check_toolchain, get_target
@@ -39,6 +40,23 @@ def test_committed_database_tunes_every_kernel(key):
     assert state["tuned"] == state["kernels"], \
         f"{key}: {state['kernels'] - state['tuned']} kernels have no tuned schedule " \
         f"(edge-sr tune ... --missing-only tunes just those)"
+
+
+SHARED = [(name, key) for name, spec in sorted(MODELS.items()) if spec.kernels_of
+          for key in FLOAT_DBS if key.startswith(f"{spec.kernels_of}-")]
+
+
+@pytest.mark.parametrize("name,key", SHARED)
+def test_a_model_sharing_a_database_finds_every_kernel_in_it(name, key):
+    """A pruned SRResNet builds with the 16-block net's database, every kernel tuned."""
+    cfg = BuildConfig(**{**_config(key).__dict__, "model": name})
+    try:
+        check_toolchain(get_target(cfg.target))
+    except TargetError as exc:
+        pytest.skip(str(exc))
+    low = lower(cfg)
+    _, state = apply_tuning(low.mod, low.target, TUNING_DIR / key)
+    assert state["tuned"] == state["kernels"] > 0
 
 
 def test_there_are_committed_float_databases():
