@@ -386,3 +386,24 @@ def test_nhwc_int8_epilogues_fuse_into_their_convs():
     assert len(convs) >= 5 and sum(not requantizes.search(k) for k in convs) == 1
     alone = [k for k in kernels if requantizes.search(k) and "conv2d" not in k]
     assert len(alone) == 1 and "pad" in alone[0]  # the input's quantization only
+
+
+@pytest.mark.parametrize("kernel,stride,padding,dilation,groups", [
+    (3, 1, 1, 1, 1), (9, 1, 4, 1, 1), (3, 2, 1, 1, 1), (3, 1, 2, 2, 1), (3, 1, 1, 1, 4),
+    (5, 2, 0, 1, 2), (1, 1, 0, 1, 1)])
+def test_banded_conv_equals_the_whole_conv(kernel, stride, padding, dilation, groups,
+                                           monkeypatch):
+    """The simulation's conv in bands of output rows (bounded memory) computes the same."""
+    import edge_sr.quant.plan as plan
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 8, 23, 19, generator=gen, dtype=torch.float64)
+    w = torch.randn(6 if groups == 1 else 8, 8 // groups, kernel, kernel, generator=gen,
+                    dtype=torch.float64)
+    b = torch.randn(w.shape[0], generator=gen, dtype=torch.float64)
+    args = ((stride,) * 2, (padding,) * 2, (dilation,) * 2, groups)
+    whole = torch.nn.functional.conv2d(x, w, b, *args)
+    monkeypatch.setattr(plan, "IM2COL_LIMIT", 8 * kernel * kernel * 19 * 3)  # 3-row bands
+    banded = plan.conv2d_banded(x, w, b, *args)
+    assert banded.shape == whole.shape
+    torch.testing.assert_close(banded, whole, rtol=0, atol=1e-12)
