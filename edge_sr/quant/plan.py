@@ -487,11 +487,11 @@ def conv2d_banded(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
     conv = torch.nn.functional.conv2d
     if isinstance(padding, str):  # "same"/"valid": no band arithmetic needed by our models
         return conv(x, w, b, stride, padding, dilation, groups)
-    (sh, sw), (ph, pw), (dh, _) = stride, padding, dilation
-    kh = int(w.shape[2])
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    kh, kw = (int(k) for k in w.shape[2:])
     hout = (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wout = (x.shape[3] + 2 * pw - dilation[1] * (int(w.shape[3]) - 1) - 1) // sw + 1
-    per_row = x.shape[0] * x.shape[1] // groups * kh * int(w.shape[3]) * max(wout, 1)
+    wout = (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    per_row = x.shape[0] * x.shape[1] // groups * kh * kw * max(wout, 1)
     rows = max(1, IM2COL_LIMIT // per_row)
     if rows >= hout:
         return conv(x, w, b, stride, padding, dilation, groups)

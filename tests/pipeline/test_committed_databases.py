@@ -28,15 +28,19 @@ def _config(key: str) -> BuildConfig:
                        reference_dataset="")
 
 
-@pytest.mark.parametrize("key", FLOAT_DBS)
-def test_committed_database_tunes_every_kernel(key):
-    cfg = _config(key)
+def _tuning_state(cfg: BuildConfig, key: str) -> dict:
+    """``apply_tuning``'s state for ``cfg``'s lowered module with the database ``key``."""
     try:
         check_toolchain(get_target(cfg.target))
     except TargetError as exc:  # bash scripts/emulated-pi setup installs the cross compiler
         pytest.skip(str(exc))
     low = lower(cfg)
-    _, state = apply_tuning(low.mod, low.target, TUNING_DIR / key)
+    return apply_tuning(low.mod, low.target, TUNING_DIR / key)[1]
+
+
+@pytest.mark.parametrize("key", FLOAT_DBS)
+def test_committed_database_tunes_every_kernel(key):
+    state = _tuning_state(_config(key), key)
     assert state["tuned"] == state["kernels"], \
         f"{key}: {state['kernels'] - state['tuned']} kernels have no tuned schedule " \
         f"(edge-sr tune ... --missing-only tunes just those)"
@@ -49,13 +53,7 @@ SHARED = [(name, key) for name, spec in sorted(MODELS.items()) if spec.kernels_o
 @pytest.mark.parametrize("name,key", SHARED)
 def test_a_model_sharing_a_database_finds_every_kernel_in_it(name, key):
     """A pruned SRResNet builds with the 16-block net's database, every kernel tuned."""
-    cfg = BuildConfig(**{**_config(key).__dict__, "model": name})
-    try:
-        check_toolchain(get_target(cfg.target))
-    except TargetError as exc:
-        pytest.skip(str(exc))
-    low = lower(cfg)
-    _, state = apply_tuning(low.mod, low.target, TUNING_DIR / key)
+    state = _tuning_state(BuildConfig(**{**_config(key).__dict__, "model": name}), key)
     assert state["tuned"] == state["kernels"] > 0
 
 
