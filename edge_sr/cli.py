@@ -37,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       init=args.init or "", adversarial=args.adversarial, threads=args.threads,
                       stop_after=args.stop_after, minutes=args.minutes, device=args.device,
                       bf16=args.bf16, compile=args.compile, qat=args.qat,
-                      distill=args.distill)
+                      distill=args.distill, downscales=args.downscales, finish=args.finish)
     result = train(cfg)
     print(json.dumps(result))
     return 0
@@ -479,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-patch", type=int, help=f"LR patch side in pixels; {recipe}")
     p.add_argument("--lr", type=float, help=f"peak learning rate; {recipe}")
     p.add_argument("--warmup", type=int, help=f"linear warm-up steps; {recipe}")
+    p.add_argument("--downscales", type=float, nargs="*", metavar="F",
+                   help="extra training images: each one bicubic-downscaled by these "
+                   f"factors in (0, 1), e.g. 0.9 0.8 0.7 0.6; {recipe}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/MODEL)")
     p.add_argument("--val-every", type=int, help=recipe)
@@ -494,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"torch.compile the training step; {recipe}")
     p.add_argument("--qat", action="store_true",
                    help="quantization-aware fine-tuning for int8 (writes MODEL.qat.pt)")
+    p.add_argument("--finish", action="store_true",
+                   help="the recipe's finishing fine-tune (float32, downscaled copies, low "
+                   "rate) from --init or the committed weights; run folder runs/MODEL/finish")
     p.add_argument("--distill", type=float, default=1.0,
                    help="QAT: weight of the L1 distance to the float model's output")
     p.add_argument("--stop-after", type=int, default=0,

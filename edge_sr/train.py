@@ -58,6 +58,10 @@ class TrainConfig:
         val_every: Validate and checkpoint every N steps.
         val_dataset: Validation images (default: the held-out training images).
         datasets: Training datasets.
+        downscales: Extra training images at these downscale factors (``Recipe``).
+        finish: Run the recipe's finishing fine-tune (``Recipe.finish``) from ``init``
+            (default: the committed weights) instead of its schedule; ``out`` defaults
+            to ``runs/MODEL/finish``.
         export: Where the best weights go (default: the committed location). They are
             written only when they beat what that file holds on the validation images.
         init: Start from these weights (fine-tuning); ignored when resuming. Default:
@@ -89,6 +93,7 @@ class TrainConfig:
     val_every: int | None = None
     val_dataset: str | None = None
     datasets: list[str] | None = None
+    downscales: list[float] | None = None
     export: str = ""
     init: str = ""
     adversarial: bool = False
@@ -101,6 +106,7 @@ class TrainConfig:
     compile: bool | None = None
     qat: bool = False
     distill: float = 1.0
+    finish: bool = False
 
     def recipe(self, spec: ModelSpec) -> Recipe:
         """The model's recipe with this config's overrides applied."""
@@ -109,11 +115,18 @@ class TrainConfig:
                 if getattr(self, k) is not None}
         if self.datasets is not None:
             over["datasets"] = tuple(self.datasets)
+        if self.downscales is not None:
+            over["downscales"] = tuple(self.downscales)
         if self.qat:  # a short fine-tune at a low rate, float32 fake-quant
             for key, value in QAT_DEFAULTS.items():
                 over.setdefault(key, value)
             over["bf16"] = over["compile"] = False
-        rec = replace(spec.recipe, **over)
+        base = spec.recipe
+        if self.finish:
+            if base.finish is None:
+                raise TrainError(f"{spec.name}'s recipe has no finishing fine-tune")
+            base = base.finish_recipe()
+        rec = replace(base, **over)
         if min(rec.iters, rec.batch, rec.lr_patch, rec.val_every) < 1 or rec.lr <= 0:
             raise TrainError("iters, batch, lr-patch and val-every must be >= 1 and lr > 0")
         return rec
@@ -219,6 +232,7 @@ class _Run:
     bf16: bool = False
     channels_last: bool = False
     forward: torch.nn.Module | None = None  # the model, or its compiled wrapper
+    prior: dict | None = None  # a finish run: steps and seconds behind its start weights
 
     def __post_init__(self) -> None:
         # The wrapper shares the model's parameters; checkpoints and validation use the
@@ -264,7 +278,7 @@ class _Run:
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "iter": done,
                  "data_rng": self.data.rng.bit_generator.state,
                  "torch_rng": torch.get_rng_state(), "elapsed_s": elapsed,
-                 "schedule": self.schedule()}
+                 "schedule": self.schedule(), "prior": self.prior}
         if self.disc is not None:
             state.update(disc=self.disc.state_dict(), opt_d=self.opt_d.state_dict())
         return state
@@ -287,8 +301,9 @@ def _check_schedule(stored: dict | None, wanted: dict, last: Path) -> None:
     """Refuse to continue a run under another schedule (its learning rate would jump)."""
     if stored is None:
         return
-    diff = [f"{k}={stored.get(k)!r} (asked {wanted[k]!r})" for k in wanted
-            if stored.get(k) != wanted[k]]
+    keys = list(wanted) + [k for k in stored if k not in wanted]  # set on one side only
+    diff = [f"{k}={stored.get(k)!r} (asked {wanted.get(k)!r})" for k in keys
+            if stored.get(k) != wanted.get(k)]
     if diff:
         raise TrainError(f"{last} follows another schedule: {', '.join(diff)}; rerun with "
                          f"the same settings, or pass a new --out to start afresh")
@@ -313,11 +328,20 @@ def _build(cfg: TrainConfig, spec: ModelSpec, rec: Recipe, resuming: bool) -> _R
         disc = disc.to(dev)
         opt_d = torch.optim.Adam(disc.parameters(), lr=rec.lr)
     patch = rec.lr_patch * spec.scale
-    data = TrainPatches(list(rec.datasets), spec.scale, spec.colour, patch, cfg.seed)
+    data = TrainPatches(list(rec.datasets), spec.scale, spec.colour, patch, cfg.seed,
+                        rec.downscales)
     bf16 = rec.bf16 and native_bf16(dev)
     if bf16:
         keep_float32(output_layer(model), dev)
     return _Run(cfg, rec, spec, model, opt, data, disc, opt_d, teacher, bf16, channels_last)
+
+
+def _cost_of(path: str | Path) -> dict:
+    """Steps and seconds of training behind a checkpoint, its own prior ones included."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    prior = ckpt.get("prior") or {}
+    return {"iter": int(ckpt.get("iter") or 0) + prior.get("iter", 0),
+            "elapsed_s": float(ckpt.get("elapsed_s") or 0.0) + prior.get("elapsed_s", 0.0)}
 
 
 def _committed_score(path: Path, name: str, spec: ModelSpec, pairs) -> float:
@@ -343,10 +367,14 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    out = Path(cfg.out or f"runs/{cfg.model}")
+    if cfg.finish and not cfg.init:
+        cfg = replace(cfg, init=str(spec.weights_path))
+    out = Path(cfg.out or (f"runs/{cfg.model}/finish" if cfg.finish else f"runs/{cfg.model}"))
     last = out / "last.pt"
     stored = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
     run = _build(cfg, spec, rec, stored is not None)
+    if cfg.finish:
+        run.prior = stored.get("prior") if stored else _cost_of(cfg.init)
     _check_schedule(stored and stored.get("schedule"), run.schedule(), last)
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(
@@ -479,6 +507,8 @@ def _weights(run: _Run, done: int, val: dict, elapsed: float) -> dict:
             "model": run.cfg.model, "iter": done, "val_psnr": val["psnr"],
             "val_dataset": run.rec.val_dataset, "schedule": run.schedule(),
             "elapsed_s": elapsed, "device": run.cfg.device.split(":")[0]}
+    if run.prior:
+        ckpt["prior"] = run.prior
     if run.cfg.qat:  # the deploy form, sub-pixel rewritten, as the fake-quant graph holds it
         from .quant.qat import acts_state
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from .models import ModelError, ModelSpec, Recipe, ghost_from_plain, load_model
@@ -14,6 +15,15 @@ def _source(name: str, path: str | Path | None) -> nn.Module:
     """The training form of model ``name`` with weights from ``path`` (default: committed);
     ``load_model``'s one-line ``ModelError`` when they are missing or do not fit."""
     return load_model(name, path or None, deploy=False)
+
+
+def _recorded_model(path: str | Path) -> str | None:
+    """The model name an exported checkpoint records (``train`` writes it), else None."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable here; load_model reports it in one line
+        return None
+    return ckpt.get("model") if isinstance(ckpt, dict) else None
 
 
 def copy_matching(dst: nn.Module, src: nn.Module, prefix: str = "") -> int:
@@ -33,13 +43,16 @@ def init_from(model: nn.Module, spec: ModelSpec, rec: Recipe, init: str = "") ->
         model: A freshly built training-form model.
         spec: Its registry entry.
         rec: Its recipe (``init``/``init_fn`` say what it starts from).
-        init: A checkpoint path that overrides the recipe (the same model, or the
-            recipe's ``init`` model when ``init_fn`` needs one).
+        init: A checkpoint path that overrides the recipe: weights of the model itself
+            (a fine-tune: every tensor whose name and shape match), or of the recipe's
+            ``init`` model, converted as the recipe says. A checkpoint that records
+            ``spec.name`` is the model's own even where the recipe's model would load it
+            too (fsrcnn_x4's weights fit fsrcnn_x2, whose transfer keeps the body only).
 
     Returns:
         The model to train (``model`` itself, or a converted one).
     """
-    if init and not rec.init:
+    if init and (not rec.init or _recorded_model(init) == spec.name):
         copy_matching(model, _source(spec.name, init))
         return model
     if not rec.init:

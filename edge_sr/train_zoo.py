@@ -4,7 +4,8 @@ Runs live in ``edge_sr/weights/runs/MODEL/`` and are committed with the weights,
 later call (on this machine or another) continues each schedule where it stopped and
 training time adds up. A model whose recipe starts from another model (FSRCNN x3/x4 from
 x2, the k-means GhostSR from its plain twin, pruned SRResNets from 16 blocks) waits until
-that model's schedule is complete.
+that model's schedule is complete. A recipe with a finishing fine-tune (``Recipe.finish``)
+runs it in ``runs/MODEL/finish/`` once its schedule is complete.
 """
 
 from __future__ import annotations
@@ -68,12 +69,31 @@ def run_state(runs: Path, name: str) -> tuple[int, int]:
     return state["iter"], state.get("schedule", {}).get("iters", iters)
 
 
+def finish_state(runs: Path, name: str) -> tuple[int, int] | None:
+    """(steps done, steps) of a model's finishing fine-tune; None if its recipe has none."""
+    finish = get_spec(name).recipe.finish
+    if finish is None:
+        return None
+    last = runs / name / "finish" / "last.pt"
+    done = torch.load(last, map_location="cpu", weights_only=False)["iter"] \
+        if last.exists() else 0
+    return done, finish.iters
+
+
+def _finishing(runs: Path, name: str) -> bool:
+    """Whether a model's schedule is complete and its finishing fine-tune is not."""
+    done, iters = run_state(runs, name)
+    fin = finish_state(runs, name)
+    return done >= iters and fin is not None and fin[0] < fin[1]
+
+
 def _ready(runs: Path, name: str, early: bool = False) -> bool:
-    """Whether a run can advance: unfinished, and its source model's run is complete (or,
-    ``early``, its source has committed weights to start from)."""
+    """Whether a run can advance: unfinished (its schedule, then its finishing fine-tune),
+    and its source model's run is complete (or, ``early``, its source has committed
+    weights to start from)."""
     done, iters = run_state(runs, name)
     if done >= iters:
-        return False
+        return _finishing(runs, name)
     source = get_spec(name).recipe.init
     if not source:
         return True
@@ -139,15 +159,23 @@ def _train_in_turn(cfg: ZooTrainConfig, runs: Path, names: list[str], deadline: 
 
 
 def _advance(name: str, runs: Path, minutes: float, cfg: ZooTrainConfig) -> dict:
-    """Train one run for ``minutes``; its line of the report."""
+    """Train one run (its schedule, or its finishing fine-tune once the schedule is
+    complete) for ``minutes``; its line of the report."""
     note_source(runs, name)
-    export = ""
+    export, init = "", ""
     if cfg.weights:
         Path(cfg.weights).mkdir(parents=True, exist_ok=True)
         export = str(Path(cfg.weights) / f"{name}.pt")
-    result = train(TrainConfig(model=name, out=str(runs / name), minutes=minutes,
-                               threads=cfg.threads, device=cfg.device, export=export))
-    return {"iter": result["iter"], "iters": get_spec(name).recipe.iters,
+    finish = _finishing(runs, name)
+    if finish:  # from the schedule's best weights, wherever the exports went
+        init = str(runs / name / "best.pt")
+    out = runs / name / "finish" if finish else runs / name
+    result = train(TrainConfig(model=name, out=str(out), minutes=minutes, finish=finish,
+                               init=init, threads=cfg.threads, device=cfg.device,
+                               export=export))
+    rec = get_spec(name).recipe
+    return {"stage": "finish" if finish else "schedule", "iter": result["iter"],
+            "iters": rec.finish.iters if finish else rec.iters,
             "best_psnr": result["best_psnr"], "weights": result["weights"]}
 
 

@@ -28,11 +28,14 @@ def training_cost(name: str) -> dict:
     """Steps and hours of training behind the committed checkpoint.
 
     Read from the checkpoint (``steps``, ``elapsed_s``: cumulative over every resumed
-    invocation), else from the last row of the committed log ``weights/NAME.csv``.
+    invocation, plus its ``prior`` schedule's after a finishing fine-tune), else from
+    the last row of the committed log ``weights/NAME.csv``.
     """
     ckpt = torch.load(MODELS[name].weights_path, map_location="cpu", weights_only=True)
     if "elapsed_s" in ckpt:
-        return {"steps": ckpt.get("iter"), "hours": ckpt["elapsed_s"] / 3600,
+        prior = ckpt.get("prior") or {}  # a finishing fine-tune: the schedule before it
+        return {"steps": ckpt.get("iter") + prior.get("iter", 0),
+                "hours": (ckpt["elapsed_s"] + prior.get("elapsed_s", 0.0)) / 3600,
                 "device": ckpt.get("device", "cpu")}
     log = WEIGHTS_DIR / f"{name}.csv"
     if not log.exists():

@@ -87,6 +87,57 @@ def test_resume_refuses_another_schedule_in_one_line(tmp_path, tiny_data):
     assert "iters=6" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_downscales_are_part_of_the_schedule_only_when_used(tmp_path, tiny_data):
+    train(_cfg(tmp_path, tiny_data, "aug", stop_after=3, downscales=[0.9]))
+    with pytest.raises(TrainError, match=r"downscales=\[0.9\]"):
+        train(_cfg(tmp_path, tiny_data, "aug"))
+    train(_cfg(tmp_path, tiny_data, "plain", stop_after=3))
+    # runs stored before the field existed carry no key, and still resume
+    assert "downscales" not in json.loads((tmp_path / "plain" / "recipe.json").read_text())
+
+
+def test_finish_fine_tunes_given_weights_in_float32_with_downscaled_copies(tmp_path, tiny_data):
+    train(_cfg(tmp_path, tiny_data, "main", model="fsrcnn_x2", iters=3))
+    train(_cfg(tmp_path, tiny_data, "fin", model="fsrcnn_x2", iters=3, finish=True,
+               init=str(tmp_path / "main.pt")))
+    rec = json.loads((tmp_path / "fin" / "recipe.json").read_text())
+    finish = MODELS["fsrcnn_x2"].recipe.finish
+    assert rec["downscales"] == list(finish.downscales) and rec["lr"] == finish.lr
+    assert rec["bf16"] is False and rec["iters"] == 3
+    main = torch.load(tmp_path / "main.pt", weights_only=True)
+    fin = torch.load(tmp_path / "fin.pt", weights_only=True)
+    # it started from main.pt, and its cost counts main's steps and seconds
+    assert fin["prior"] == {"iter": main["iter"], "elapsed_s": main["elapsed_s"]}
+    with pytest.raises(TrainError, match="no finishing"):
+        train(_cfg(tmp_path, tiny_data, "none", finish=True, init=str(tmp_path / "main.pt")))
+
+
+@pytest.mark.parametrize("name", [n for n, s in MODELS.items() if s.recipe.finish])
+def test_every_finish_is_a_float32_fine_tune_of_the_model_itself(name):
+    rec = MODELS[name].recipe
+    fin = rec.finish_recipe()
+    assert not fin.bf16 and not fin.init and fin.finish is None
+    assert fin.iters == rec.finish.iters and fin.lr < rec.lr and fin.lr_patch >= rec.lr_patch
+
+
+def test_zoo_finishes_a_complete_schedule_once(tmp_path):
+    from edge_sr.train_zoo import _ready
+
+    def done(folder, step, iters):
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({"iter": step, "schedule": {"iters": iters}}, folder / "last.pt")
+
+    done(tmp_path / "fsrcnn_x2", 149_000, 150_000)
+    assert _ready(tmp_path, "fsrcnn_x2")  # its schedule first
+    done(tmp_path / "fsrcnn_x2", 150_000, 150_000)
+    assert _ready(tmp_path, "fsrcnn_x2")  # then its finishing fine-tune
+    fin = MODELS["fsrcnn_x2"].recipe.finish.iters
+    done(tmp_path / "fsrcnn_x2" / "finish", fin, fin)
+    assert not _ready(tmp_path, "fsrcnn_x2")
+    done(tmp_path / "fsrcnn_tiny_x2", 60_000, 60_000)  # a recipe without one
+    assert not _ready(tmp_path, "fsrcnn_tiny_x2")
+
+
 def test_export_only_when_it_beats_the_file_on_validation(tmp_path, tiny_data):
     path = tmp_path / "w.pt"
     result = train(_cfg(tmp_path, tiny_data, "a", export=str(path)))
@@ -145,7 +196,7 @@ def test_zoo_runs_wait_for_their_source(tmp_path):
     iters = MODELS["fsrcnn_x2"].recipe.iters
     torch.save({"iter": iters, "schedule": {"iters": iters}},
                tmp_path / "fsrcnn_x2" / "last.pt")
-    assert not _ready(tmp_path, "fsrcnn_x2") and _ready(tmp_path, "fsrcnn_x3")
+    assert _ready(tmp_path, "fsrcnn_x3")  # (and fsrcnn_x2 goes on to its finish)
 
 
 def test_early_runs_start_from_an_unfinished_source_and_say_where_it_stood(tmp_path):
@@ -264,6 +315,19 @@ def test_fsrcnn_x3_takes_x2s_feature_layers_and_a_new_deconvolution(tmp_path):
     model = init_from(spec.factory(), spec, spec.recipe, str(tmp_path / "x2.pt"))
     assert all(torch.equal(a, b) for a, b in zip(model.body.parameters(), src.body.parameters()))
     assert not torch.equal(model.deconv.weight, src.deconv.weight)
+
+
+def test_fsrcnn_x4_fine_tunes_from_its_own_weights_not_x2s_transfer(tmp_path):
+    from edge_sr.train_init import init_from
+
+    torch.manual_seed(0)
+    spec = MODELS["fsrcnn_x4"]
+    own = spec.factory()
+    torch.nn.init.normal_(own.deconv.weight)
+    # fsrcnn_x4's weights also fit fsrcnn_x2 (the recipe's source): the recorded name decides
+    torch.save({"state_dict": own.state_dict(), "model": "fsrcnn_x4"}, tmp_path / "x4.pt")
+    model = init_from(spec.factory(), spec, spec.recipe, str(tmp_path / "x4.pt"))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), own.parameters()))
 
 
 def test_ghost_route_trains_from_a_plain_model_and_resumes(tmp_path, tiny_data):

@@ -130,6 +130,16 @@ def to_model_input(img_u8: np.ndarray, colour: str) -> np.ndarray:
     return (img_u8.astype(np.float32) / 255.0).transpose(2, 0, 1).copy()
 
 
+def _downscaled(img: np.ndarray, factors: tuple[float, ...]) -> list[np.ndarray]:
+    """``img`` and its MATLAB-bicubic downscales by each factor in (0, 1), uint8."""
+    out = [img]
+    for f in factors:
+        if not 0 < f < 1:
+            raise DatasetError(f"downscale factor {f} is not in (0, 1)")
+        out.append(imresize(img, f))  # uint8 in, uint8 out (rounded as MATLAB)
+    return out
+
+
 class TrainPatches:
     """Random aligned (LR, HR) patches with flips and 90-degree rotations.
 
@@ -145,20 +155,24 @@ class TrainPatches:
         colour: ``"y"`` or ``"rgb"``.
         patch: HR patch size (rounded down to a multiple of ``scale``).
         seed: Seed of the sampling generator (training is deterministic given it).
+        downscales: Extra copies of every HR image, bicubic-downscaled by these factors
+            (FSRCNN's augmentation, e.g. ``(0.9, 0.8, 0.7, 0.6)``); each copy is an image
+            of its own (degraded and sampled by area like the originals).
     """
 
     def __init__(self, folders: list[str], scale: int, colour: str, patch: int = 64,
-                 seed: int = 0):
+                 seed: int = 0, downscales: tuple[float, ...] = ()):
         self.scale, self.patch = scale, patch - patch % scale
         self.rng = np.random.default_rng(seed)
         self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
         for folder in folders:
             for path in list_images(folder):
-                pair = make_pair(load_image(path), scale, colour, path.stem)
-                if min(pair.lr.shape[:2]) * scale < self.patch:
-                    continue
-                self.pairs.append((to_model_input(pair.lr, colour),
-                                   to_model_input(pair.hr, colour)))
+                for hr in _downscaled(load_image(path), downscales):
+                    pair = make_pair(hr, scale, colour, path.stem)
+                    if min(pair.lr.shape[:2]) * scale < self.patch:
+                        continue
+                    self.pairs.append((to_model_input(pair.lr, colour),
+                                       to_model_input(pair.hr, colour)))
         if not self.pairs:
             raise DatasetError(f"no training image of {folders} is at least {self.patch} "
                                f"pixels on each side")

@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 # Training images and the held-out validation images (see ``edge_sr.data.HOLDOUT``).
 TRAIN_SETS = ("t91", "bsd200:train")
 VAL_SET = "bsd200:val"
+
+
+@dataclass(frozen=True)
+class Finish:
+    """A last, short fine-tune once a model's schedule is complete (``edge-sr train
+    --finish``; ``train-zoo`` runs it after the schedule).
+
+    It trains in float32 (bf16 autocast rounds activations to 8 bits, which costs about
+    0.02 dB late in a schedule) on the training images plus their downscaled copies
+    (FSRCNN's augmentation), at a low learning rate, from the committed weights.
+
+    Attributes:
+        iters: Steps (warm-up, then cosine to the recipe's ``final_lr``).
+        lr: Peak learning rate.
+        warmup: Linear warm-up steps.
+        val_every: Validation interval.
+        downscales: Extra images at these downscale factors (``Recipe.downscales``).
+        lr_patch: LR patch side, if not the schedule's (x3/x4 schedules train on small
+            patches, most of whose outputs see the zero padding).
+    """
+
+    iters: int = 12_000
+    lr: float = 5e-5
+    warmup: int = 200
+    val_every: int = 1000
+    downscales: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6)
+    lr_patch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -34,6 +61,9 @@ class Recipe:
             ``"ghost_from_plain"`` or ``"prune_blocks"``.
         bf16: Train under bfloat16 autocast where the CPU has native bf16 (the float32
             master weights and the last layer stay float32).
+        downscales: Extra training images: each HR image bicubic-downscaled by these
+            factors (FSRCNN's data augmentation; empty: the images as they are).
+        finish: The fine-tune that follows the schedule, if any (``Finish``).
         compile: Run the training step's forward and backward through ``torch.compile``
             (on for the models it speeds up: FSRCNN 1.3x, ECBSR 1.5x on the host; XLSR
             runs slower compiled, SRResNet level, GhostSR's sampled shift breaks graphs).
@@ -53,19 +83,39 @@ class Recipe:
     compile: bool = False
     datasets: tuple[str, ...] = field(default=TRAIN_SETS)
     val_dataset: str = VAL_SET
+    downscales: tuple[float, ...] = ()
+    finish: Finish | None = None
 
     def schedule(self) -> dict:
         """The fields a resumed run must share with the run it continues."""
         keep = ("iters", "batch", "lr_patch", "lr", "warmup", "final_lr", "lr_mult",
                 "datasets")
         d = asdict(self)
-        return {k: (list(map(list, d[k])) if k == "lr_mult" else
-                    list(d[k]) if k == "datasets" else d[k]) for k in keep}
+        out = {k: (list(map(list, d[k])) if k == "lr_mult" else
+                   list(d[k]) if k == "datasets" else d[k]) for k in keep}
+        if self.downscales:  # absent when unused, so runs stored without it still resume
+            out["downscales"] = list(self.downscales)
+        return out
+
+
+    def finish_recipe(self) -> Recipe:
+        """The recipe of the ``finish`` stage: a plain float32 fine-tune of this model."""
+        f = self.finish
+        if f is None:
+            raise ValueError("this recipe has no finishing fine-tune")
+        return replace(self, iters=f.iters, lr=f.lr, warmup=f.warmup, val_every=f.val_every,
+                       downscales=f.downscales, lr_patch=f.lr_patch or self.lr_patch,
+                       bf16=False, init="", init_fn="", finish=None)
 
 
 # FSRCNN's paper trains its deconvolution at a tenth of the conv layers' rate.
 _FSRCNN_MULT = (("deconv", 0.1),)
-_FSRCNN = {"lr_mult": _FSRCNN_MULT, "compile": True}
+# Measured on fsrcnn_x2/x4 and ecbsr_m4c16_x2 (docs/training.md): float32 and the
+# downscaled copies both add.
+_FSRCNN = {"lr_mult": _FSRCNN_MULT, "compile": True, "finish": Finish()}
+# x3/x4's schedules are short (60,000 steps) on small patches: their finish trains longer,
+# at a higher rate, on 40-pixel LR patches (docs/training.md).
+_FINISH_X34 = Finish(iters=30_000, lr=2e-4, warmup=500, val_every=2000, lr_patch=40)
 # GhostSR's shift logits must move far from their zero init to pick a direction.
 _GHOST_MULT = (("logits", 10.0),)
 
@@ -75,13 +125,13 @@ DEFAULT_RECIPE = Recipe(20_000)
 RECIPES: dict[str, Recipe] = {
     "fsrcnn_x2": Recipe(150_000, lr=1.5e-3, lr_patch=32, **_FSRCNN),
     "fsrcnn_x3": Recipe(60_000, lr=1e-3, lr_patch=24, init="fsrcnn_x2", init_fn="body",
-                        **_FSRCNN),
+                        **{**_FSRCNN, "finish": _FINISH_X34}),
     "fsrcnn_x4": Recipe(60_000, lr=1e-3, lr_patch=20, init="fsrcnn_x2", init_fn="body",
-                        **_FSRCNN),
+                        **{**_FSRCNN, "finish": _FINISH_X34}),
     "fsrcnn_s_x2": Recipe(150_000, lr=2e-3, lr_patch=32, **_FSRCNN),
     "fsrcnn_tiny_x2": Recipe(60_000, lr=2e-3, lr_patch=32, val_every=5000, compile=True),
     "ecbsr_m4c8_x2": Recipe(100_000, lr=1e-3, lr_patch=48, compile=True),
-    "ecbsr_m4c16_x2": Recipe(100_000, lr=1e-3, lr_patch=48, compile=True),
+    "ecbsr_m4c16_x2": Recipe(100_000, lr=1e-3, lr_patch=48, compile=True, finish=Finish()),
     "ecbsr_m10c32_x2": Recipe(100_000, lr=1e-3, lr_patch=48, compile=True),
     "xlsr_x2": Recipe(150_000, lr=2e-3, lr_patch=32, warmup=2000),
     "xlsr_x3": Recipe(150_000, lr=2e-3, lr_patch=32, warmup=2000),

@@ -97,3 +97,17 @@ def test_patches_are_drawn_by_area(tmp_path):
     lr, _ = TrainPatches([str(folder)], 2, "y", patch=32, seed=0).batch(2000)
     big_share = (lr.mean(axis=(1, 2, 3)) > 0.5).mean()
     assert 0.87 < big_share < 0.93
+
+
+def test_downscaled_copies_are_extra_images_bicubic_and_skipped_when_too_small(tmp_path):
+    from edge_sr.data import imresize
+
+    folder = _folder(tmp_path / "d", [(80, 90)])
+    data = TrainPatches([str(folder)], 2, "y", patch=32, seed=0, downscales=(0.75, 0.3))
+    assert len(data) == 2  # 0.3 x 80 = 24 rows: under the 32-pixel patch, left out
+    hr_small = data.pairs[1][1][0]
+    rgb = imresize(load_image(folder / "000.png"), 0.75)
+    assert hr_small.shape == (60, 68)  # ceil(67.5) = 68 columns, modcropped to x2
+    assert np.array_equal(hr_small, to_model_input(make_pair(rgb, 2, "y").hr, "y")[0])
+    with pytest.raises(DatasetError, match="not in"):
+        TrainPatches([str(folder)], 2, "y", patch=32, downscales=(1.5,))
