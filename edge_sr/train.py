@@ -30,7 +30,7 @@ from tqdm import tqdm
 from .data import TrainPatches
 from .errors import EdgeSRError
 from .evaluate import evaluate_module, load_pairs
-from .models import Discriminator, ModelError, ModelSpec, Recipe, get_spec, load_model
+from .models import Discriminator, ModelError, ModelSpec, Recipe, checkpoints, get_spec, load_model
 from .train_init import init_from
 
 LOG_FIELDS = ["iter", "loss", "lr", "val_psnr", "val_ssim", "elapsed_s"]
@@ -336,14 +336,6 @@ def _build(cfg: TrainConfig, spec: ModelSpec, rec: Recipe, resuming: bool) -> _R
     return _Run(cfg, rec, spec, model, opt, data, disc, opt_d, teacher, bf16, channels_last)
 
 
-def _cost_of(path: str | Path) -> dict:
-    """Steps and seconds of training behind a checkpoint, its own prior ones included."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    prior = ckpt.get("prior") or {}
-    return {"iter": int(ckpt.get("iter") or 0) + prior.get("iter", 0),
-            "elapsed_s": float(ckpt.get("elapsed_s") or 0.0) + prior.get("elapsed_s", 0.0)}
-
-
 def _committed_score(path: Path, name: str, spec: ModelSpec, pairs) -> float:
     """Validation PSNR of the checkpoint at ``path`` (-inf when there is none)."""
     if not path.exists():
@@ -374,7 +366,8 @@ def train(cfg: TrainConfig) -> dict:
     stored = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
     run = _build(cfg, spec, rec, stored is not None)
     if cfg.finish:
-        run.prior = stored.get("prior") if stored else _cost_of(cfg.init)
+        run.prior = stored.get("prior") if stored else checkpoints.training_cost(
+            torch.load(cfg.init, map_location="cpu", weights_only=True))
     _check_schedule(stored and stored.get("schedule"), run.schedule(), last)
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(

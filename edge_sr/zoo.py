@@ -7,7 +7,7 @@ import csv
 import torch
 
 from .evaluate import evaluate_module, load_pairs
-from .models import MODELS, WEIGHTS_DIR, load_model
+from .models import MODELS, WEIGHTS_DIR, checkpoints, load_model
 
 # Published Y-channel figures (PSNR, SSIM or None), from shared/datasets/README.md.
 PUBLISHED: dict[tuple[str, str], tuple[float, float | None]] = {
@@ -33,9 +33,8 @@ def training_cost(name: str) -> dict:
     """
     ckpt = torch.load(MODELS[name].weights_path, map_location="cpu", weights_only=True)
     if "elapsed_s" in ckpt:
-        prior = ckpt.get("prior") or {}  # a finishing fine-tune: the schedule before it
-        return {"steps": ckpt.get("iter") + prior.get("iter", 0),
-                "hours": (ckpt["elapsed_s"] + prior.get("elapsed_s", 0.0)) / 3600,
+        cost = checkpoints.training_cost(ckpt)
+        return {"steps": cost["iter"], "hours": cost["elapsed_s"] / 3600,
                 "device": ckpt.get("device", "cpu")}
     log = WEIGHTS_DIR / f"{name}.csv"
     if not log.exists():

@@ -72,3 +72,11 @@ def to_model_keys(state: dict, model_keys: set[str]) -> tuple[dict, str | None]:
         if None not in mapped and len(mapped) == len(state) and set(mapped) == model_keys:
             return mapped, name
     return state, None
+
+
+def training_cost(ckpt: dict) -> dict:
+    """Steps and seconds of training behind a checkpoint ``train`` exported: its own and,
+    after a finishing fine-tune, the ``prior`` schedule's it started from."""
+    prior = ckpt.get("prior") or {}
+    return {"iter": int(ckpt.get("iter") or 0) + prior.get("iter", 0),
+            "elapsed_s": float(ckpt.get("elapsed_s") or 0.0) + prior.get("elapsed_s", 0.0)}

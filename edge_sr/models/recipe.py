@@ -16,7 +16,7 @@ class Finish:
 
     It trains in float32 (bf16 autocast rounds activations to 8 bits, which costs about
     0.02 dB late in a schedule) on the training images plus their downscaled copies
-    (FSRCNN's augmentation), at a low learning rate, from the committed weights.
+    (FSRCNN's augmentation), at a low learning rate, from the schedule's best weights.
 
     Attributes:
         iters: Steps (warm-up, then cosine to the recipe's ``final_lr``).
@@ -97,7 +97,6 @@ class Recipe:
             out["downscales"] = list(self.downscales)
         return out
 
-
     def finish_recipe(self) -> Recipe:
         """The recipe of the ``finish`` stage: a plain float32 fine-tune of this model."""
         f = self.finish
@@ -110,8 +109,8 @@ class Recipe:
 
 # FSRCNN's paper trains its deconvolution at a tenth of the conv layers' rate.
 _FSRCNN_MULT = (("deconv", 0.1),)
-# Measured on fsrcnn_x2/x4 and ecbsr_m4c16_x2 (docs/training.md): float32 and the
-# downscaled copies both add.
+# The finishing fine-tune's float32 and downscaled copies each add (measured on fsrcnn_x2/x4
+# and ecbsr_m4c16_x2, docs/training.md).
 _FSRCNN = {"lr_mult": _FSRCNN_MULT, "compile": True, "finish": Finish()}
 # x3/x4's schedules are short (60,000 steps) on small patches: their finish trains longer,
 # at a higher rate, on 40-pixel LR patches (docs/training.md).
