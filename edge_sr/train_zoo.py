@@ -59,14 +59,18 @@ class ZooTrainConfig:
     early: bool = False
 
 
-def run_state(runs: Path, name: str) -> tuple[int, int]:
-    """(steps done, steps in the schedule) of a model's run; (0, recipe iters) if none."""
-    last = runs / name / "last.pt"
-    iters = get_spec(name).recipe.iters
+def _steps(last: Path, iters: int) -> tuple[int, int]:
+    """(steps done, steps in the schedule) of the run whose state is ``last``; ``iters``
+    where it has not started (or stored no schedule)."""
     if not last.exists():
         return 0, iters
     state = torch.load(last, map_location="cpu", weights_only=False)
     return state["iter"], state.get("schedule", {}).get("iters", iters)
+
+
+def run_state(runs: Path, name: str) -> tuple[int, int]:
+    """(steps done, steps in the schedule) of a model's run; (0, recipe iters) if none."""
+    return _steps(runs / name / "last.pt", get_spec(name).recipe.iters)
 
 
 def finish_state(runs: Path, name: str) -> tuple[int, int] | None:
@@ -74,17 +78,19 @@ def finish_state(runs: Path, name: str) -> tuple[int, int] | None:
     finish = get_spec(name).recipe.finish
     if finish is None:
         return None
-    last = runs / name / "finish" / "last.pt"
-    done = torch.load(last, map_location="cpu", weights_only=False)["iter"] \
-        if last.exists() else 0
-    return done, finish.iters
+    return _steps(runs / name / "finish" / "last.pt", finish.iters)[0], finish.iters
+
+
+def _finish_left(runs: Path, name: str) -> bool:
+    """Whether a model has a finishing fine-tune that is not complete."""
+    fin = finish_state(runs, name)
+    return fin is not None and fin[0] < fin[1]
 
 
 def _finishing(runs: Path, name: str) -> bool:
     """Whether a model's schedule is complete and its finishing fine-tune is not."""
     done, iters = run_state(runs, name)
-    fin = finish_state(runs, name)
-    return done >= iters and fin is not None and fin[0] < fin[1]
+    return done >= iters and _finish_left(runs, name)
 
 
 def _ready(runs: Path, name: str, early: bool = False) -> bool:
@@ -93,7 +99,7 @@ def _ready(runs: Path, name: str, early: bool = False) -> bool:
     weights to start from)."""
     done, iters = run_state(runs, name)
     if done >= iters:
-        return _finishing(runs, name)
+        return _finish_left(runs, name)
     source = get_spec(name).recipe.init
     if not source:
         return True

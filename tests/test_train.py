@@ -196,7 +196,12 @@ def test_zoo_runs_wait_for_their_source(tmp_path):
     iters = MODELS["fsrcnn_x2"].recipe.iters
     torch.save({"iter": iters, "schedule": {"iters": iters}},
                tmp_path / "fsrcnn_x2" / "last.pt")
-    assert _ready(tmp_path, "fsrcnn_x3")  # (and fsrcnn_x2 goes on to its finish)
+    assert _ready(tmp_path, "fsrcnn_x3")
+    fin = MODELS["fsrcnn_x2"].recipe.finish.iters  # x2 itself goes on to its finish
+    (tmp_path / "fsrcnn_x2" / "finish").mkdir()
+    torch.save({"iter": fin, "schedule": {"iters": fin}},
+               tmp_path / "fsrcnn_x2" / "finish" / "last.pt")
+    assert not _ready(tmp_path, "fsrcnn_x2") and _ready(tmp_path, "fsrcnn_x3")
 
 
 def test_early_runs_start_from_an_unfinished_source_and_say_where_it_stood(tmp_path):
