@@ -18,14 +18,16 @@ def test_local_profile_maps_conv_kernels_to_layers(host_artifact):
 
 
 def test_profile_maps_the_layers_the_build_rewrote(tmp_path, random_weights):
-    # XLSR's four head convs are one kernel after the build's merge_heads pass; the
+    # XLSR's four head convs are one kernel after the build's merge_heads pass, and
+    # conv_chain fuses it and each GBlock's grouped conv with the 1x1 that follows; the
     # layers are those of the rewritten model, not the checkpoint's
     from edge_sr.pipeline import BuildConfig, build
 
     art = build(BuildConfig(model="xlsr_x3", target="host", size=(24, 24), out=str(tmp_path),
                             weights=str(random_weights("xlsr_x3")), reference_dataset=""))
     layers = [r["layer"] for r in profile_artifact(art, repeat=1)["rows"] if r["macs"]]
-    assert layers[:2] == ["heads.0", "mix"] and layers[-1] == "tail" and len(layers) == 11
+    assert layers[:2] == ["heads.0+mix", "gblocks.0.conv+gblocks.0.mix"]
+    assert layers[-1] == "tail" and len(layers) == 7
 
 
 def test_unpaired_kernels_keep_their_names():

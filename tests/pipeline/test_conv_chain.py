@@ -22,9 +22,9 @@ class _Net(nn.Module):
     """conv -> act -> 1x1 conv -> act, optionally with the first conv's output reused."""
 
     def __init__(self, cin=1, mid=8, out=4, k=5, act=nn.PReLU, bias=True, reuse=False,
-                 stride2=1, k2=1):
+                 stride2=1, k2=1, groups=1):
         super().__init__()
-        self.a = nn.Conv2d(cin, mid, k, padding=k // 2, bias=bias)
+        self.a = nn.Conv2d(cin, mid, k, padding=k // 2, bias=bias, groups=groups)
         self.act_a = act(mid) if act is nn.PReLU else (act() if act else nn.Identity())
         self.b = nn.Conv2d(mid, out, k2, stride=stride2, padding=k2 // 2, bias=bias)
         self.act_b = act(out) if act is nn.PReLU else (act() if act else nn.Identity())
@@ -56,7 +56,10 @@ def _chains(mod: tvm.IRModule) -> int:
     {},                                                    # FSRCNN's head: 5x5 1->C, PReLU
     {"cin": 3, "k": 3, "act": nn.ReLU, "mid": 12},         # 3x3 3->C, ReLU
     {"act": None, "bias": False},                          # bare convs
-], ids=["prelu", "relu", "bare"])
+    {"out": 8},                                            # as wide as the producer
+    {"cin": 16, "mid": 16, "out": 16, "k": 3, "groups": 4, "act": nn.ReLU},  # XLSR's GBlock
+    {"cin": 8, "mid": 16, "k": 3, "groups": 4},            # groups of 2 channels in, 4 out
+], ids=["prelu", "relu", "bare", "level", "grouped", "grouped-widening"])
 def test_chain_fuses_into_one_kernel_with_the_same_output(kw):
     torch.manual_seed(0)
     net = _Net(**kw)
@@ -74,7 +77,7 @@ def test_chain_fuses_into_one_kernel_with_the_same_output(kw):
     {"reuse": True},                 # the activated image is read by someone else too
     {"cin": 16, "k": 3},             # producer too costly to recompute as one expression
     {"stride2": 2},                  # a strided consumer
-    {"out": 8},                      # not shrinking (8 -> 8)
+    {"out": 12},                     # widening (8 -> 12)
     {"cin": 12, "k": 1, "mid": 16, "k2": 5},   # a consumer with a halo (FSRCNN's tail)
 ], ids=["reused", "costly", "strided", "widening", "halo"])
 def test_chain_leaves_what_it_cannot_fuse(kw):
@@ -93,11 +96,13 @@ def _kernels(name: str, target: tvm.target.Target = HOST) -> tvm.IRModule:
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_default_cpu_pipeline_fuses_exactly_the_shrink_heads(name):
-    # FSRCNN's 5x5 head + 1x1 shrink is the registry's one chain (XLSR's 3x3 head + 1x1,
-    # 32 -> 32, does not shrink; FSRCNN's expand -> 5x5 sub-pixel conv has a halo)
-    want = 1 if name.startswith(("fsrcnn_x", "fsrcnn_s")) else 0
-    assert _chains(_kernels(name)) == want
+def test_default_cpu_pipeline_fuses_the_heads_and_gblocks(name):
+    # FSRCNN's 5x5 head + 1x1 shrink; XLSR's 3x3 head + 1x1 and its three GBlocks (one
+    # kernel shared by the three); FSRCNN's expand -> 5x5 sub-pixel conv has a halo, and
+    # every other 3x3 conv has too many terms (ECBSR's 16 -> 16: 144)
+    want = {"fsrcnn_x": 1, "fsrcnn_s": 1, "xlsr": 2}
+    assert _chains(_kernels(name)) == next(
+        (n for prefix, n in want.items() if name.startswith(prefix)), 0)
 
 
 def test_chain_is_float_cpu_only():
