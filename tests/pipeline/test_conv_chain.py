@@ -59,7 +59,7 @@ def _chains(mod: tvm.IRModule) -> int:
     {"out": 8},                                            # as wide as the producer
     {"cin": 16, "mid": 16, "out": 16, "k": 3, "groups": 4, "act": nn.ReLU},  # XLSR's GBlock
     {"cin": 8, "mid": 16, "k": 3, "groups": 4},            # groups of 2 channels in, 4 out
-], ids=["prelu", "relu", "bare", "level", "grouped", "grouped-widening"])
+], ids=["prelu", "relu", "bare", "level", "grouped", "grouped-uneven"])
 def test_chain_fuses_into_one_kernel_with_the_same_output(kw):
     torch.manual_seed(0)
     net = _Net(**kw)
