@@ -131,13 +131,9 @@ def to_model_input(img_u8: np.ndarray, colour: str) -> np.ndarray:
 
 
 def _downscaled(img: np.ndarray, factors: tuple[float, ...]) -> list[np.ndarray]:
-    """``img`` and its MATLAB-bicubic downscales by each factor in (0, 1), uint8."""
-    out = [img]
-    for f in factors:
-        if not 0 < f < 1:
-            raise DatasetError(f"downscale factor {f} is not in (0, 1)")
-        out.append(imresize(img, f))  # uint8 in, uint8 out (rounded as MATLAB)
-    return out
+    """``img`` and its MATLAB-bicubic downscales by each factor (in (0, 1)), uint8."""
+    # uint8 in, uint8 out (rounded as MATLAB)
+    return [img, *(imresize(img, f) for f in factors)]
 
 
 class TrainPatches:
@@ -165,6 +161,9 @@ class TrainPatches:
         self.scale, self.patch = scale, patch - patch % scale
         self.rng = np.random.default_rng(seed)
         self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        bad = [f for f in downscales if not 0 < f < 1]
+        if bad:  # before any image is read
+            raise DatasetError(f"downscale factor {bad[0]} is not in (0, 1)")
         for folder in folders:
             for path in list_images(folder):
                 for hr in _downscaled(load_image(path), downscales):
