@@ -37,7 +37,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                       init=args.init or "", adversarial=args.adversarial, threads=args.threads,
                       stop_after=args.stop_after, minutes=args.minutes, device=args.device,
                       bf16=args.bf16, compile=args.compile, qat=args.qat,
-                      distill=args.distill, downscales=args.downscales, finish=args.finish)
+                      distill=args.distill, downscales=args.downscales, finish=args.finish,
+                      lr_mult=args.lr_mult)
     result = train(cfg)
     print(json.dumps(result))
     return 0
@@ -334,7 +335,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     results = bench_models(args.model, target=args.target, size=args.size, repeat=args.repeat,
                            runtimes=tuple(args.runtimes), device=args.device,
-                           timeout=args.timeout, load=args.load)
+                           timeout=args.timeout, load=args.load, rounds=args.rounds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "bench.json", results)
@@ -482,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downscales", type=float, nargs="*", metavar="F",
                    help="extra training images: each one bicubic-downscaled by these "
                    f"factors in (0, 1), e.g. 0.9 0.8 0.7 0.6; {recipe}")
+    p.add_argument("--lr-mult", nargs="*", metavar="NAME=F",
+                   help="per-layer learning-rate multipliers replacing the recipe's: "
+                   "parameters whose name contains NAME learn at lr * F (first match "
+                   f"wins), e.g. deconv=0.1; none: every layer at lr; {recipe}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/MODEL)")
     p.add_argument("--val-every", type=int, help=recipe)
@@ -594,8 +599,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="RPC HOST:PORT for device targets (emulated Pi: "
                                     "127.0.0.1:9090)")
     p.add_argument("--timeout", type=float, default=300,
-                   help="RPC session seconds per device runtime (warm-up and timed calls; "
-                        "default 300)")
+                   help="RPC session seconds per device runtime and round (warm-up and "
+                        "timed calls; default 300)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="time the runtimes this many times each, in turn (the median of "
+                        "the rounds is reported): on a machine whose speed drifts, 3-5 "
+                        "rounds compare like with like")
     p.add_argument("--load", type=int, default=0, metavar="N",
                    help="also time every runtime with N processes spinning on the machine "
                         "that runs it (here, or the device), and report the slowdown")

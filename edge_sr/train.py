@@ -59,6 +59,9 @@ class TrainConfig:
         val_dataset: Validation images (default: the held-out training images).
         datasets: Training datasets.
         downscales: Extra training images at these downscale factors (``Recipe``).
+        lr_mult: ``"NAME=F"`` strings replacing the recipe's per-layer learning-rate
+            multipliers (``Recipe.lr_mult``): parameters whose name contains NAME learn
+            at ``lr * F``; empty: every layer at ``lr``.
         finish: Run the recipe's finishing fine-tune (``Recipe.finish``) from ``init``
             (default: the committed weights) instead of its schedule; ``out`` defaults
             to ``runs/MODEL/finish``.
@@ -94,6 +97,7 @@ class TrainConfig:
     val_dataset: str | None = None
     datasets: list[str] | None = None
     downscales: list[float] | None = None
+    lr_mult: list[str] | None = None
     export: str = ""
     init: str = ""
     adversarial: bool = False
@@ -117,6 +121,8 @@ class TrainConfig:
             over["datasets"] = tuple(self.datasets)
         if self.downscales is not None:
             over["downscales"] = tuple(self.downscales)
+        if self.lr_mult is not None:
+            over["lr_mult"] = tuple(_lr_mult(text) for text in self.lr_mult)
         if self.qat:  # a short fine-tune at a low rate, float32 fake-quant
             for key, value in QAT_DEFAULTS.items():
                 over.setdefault(key, value)
@@ -130,6 +136,18 @@ class TrainConfig:
         if min(rec.iters, rec.batch, rec.lr_patch, rec.val_every) < 1 or rec.lr <= 0:
             raise TrainError("iters, batch, lr-patch and val-every must be >= 1 and lr > 0")
         return rec
+
+
+def _lr_mult(text: str) -> tuple[str, float]:
+    """``"deconv=0.1"`` -> ``("deconv", 0.1)``."""
+    name, _, value = text.partition("=")
+    try:
+        factor = float(value)
+    except ValueError:
+        factor = 0.0
+    if not name or not factor > 0:
+        raise TrainError(f"lr-mult: expected NAME=F with F > 0, got {text!r}")
+    return name, factor
 
 
 def lr_at(rec: Recipe, step: int) -> float:

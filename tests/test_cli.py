@@ -11,6 +11,7 @@ from edge_sr.cli import main
     (["build", "--target", "host", "--size", "100000x100000"], "1..4096 per side"),
     (["eval", "--model", "fsrcnn_tiny_x2", "--dataset", "README.md"], "no dataset"),
     (["train", "--model", "fsrcnn_tiny_x2", "--iters", "0"], "must be >= 1"),
+    (["train", "--model", "fsrcnn_tiny_x2", "--lr-mult", "deconv"], "NAME=F with F > 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, needle, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

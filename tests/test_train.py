@@ -112,6 +112,20 @@ def test_finish_fine_tunes_given_weights_in_float32_with_downscaled_copies(tmp_p
         train(_cfg(tmp_path, tiny_data, "none", finish=True, init=str(tmp_path / "main.pt")))
 
 
+def test_lr_mult_override_replaces_the_recipes_and_is_part_of_the_schedule(tmp_path, tiny_data):
+    spec = MODELS["fsrcnn_x2"]
+    assert spec.recipe.lr_mult == (("deconv", 0.1),)
+    rec = TrainConfig(model="fsrcnn_x2", lr_mult=["deconv=1"]).recipe(spec)
+    assert rec.lr_mult == (("deconv", 1.0),)
+    assert TrainConfig(model="fsrcnn_x2", lr_mult=[]).recipe(spec).lr_mult == ()
+    kw = dict(model="fsrcnn_x2", iters=6, stop_after=3)
+    train(_cfg(tmp_path, tiny_data, "mult", lr_mult=["deconv=1"], **kw))
+    stored = json.loads((tmp_path / "mult" / "recipe.json").read_text())
+    assert stored["lr_mult"] == [["deconv", 1.0]]
+    with pytest.raises(TrainError, match="lr_mult"):  # the recipe's 0.1 is another schedule
+        train(_cfg(tmp_path, tiny_data, "mult", **kw))
+
+
 @pytest.mark.parametrize("name", [n for n, s in MODELS.items() if s.recipe.finish])
 def test_every_finish_is_a_float32_fine_tune_of_the_model_itself(name):
     rec = MODELS[name].recipe

@@ -1,7 +1,7 @@
 """``edge-sr bench``: PyTorch eager, the peers (ONNX Runtime fp32/int8, OpenVINO fp32,
 ExecuTorch/XNNPACK fp32/int8, ncnn fp32) and TVM untuned/default/tuned fp32 and int8 measured in one
-run on one input, quiet and under load, with GMAC/s, the fraction of the CPU's peak and the
-ratio to ONNX Runtime; markdown, JSON and PNG plots."""
+run on one input, in alternated rounds, quiet and under load, with GMAC/s, the fraction of the
+CPU's peak and the ratio to ONNX Runtime; markdown, JSON and PNG plots."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from ..models import get_spec, load_model
 from ..models.analysis import count_macs
 from ..pipeline.builder import BuildError
 from .peak import cpu_peak
-from .runtimes import RUNNERS, RUNTIMES, Case
+from .rounds import one_line, time_quiet_and_loaded
+from .runtimes import RUNNERS, RUNTIMES, Case, Timed
 
 __all__ = ["BenchSpec", "bench", "bench_models"]
 
@@ -29,15 +30,18 @@ class BenchSpec:
         model: Registry name.
         target: Where it runs: ``host``, or a device target measured over RPC.
         size: LR input (H, W); ``None`` picks ``default_size``.
-        repeat: Timed calls per runtime (after one warm-up).
+        repeat: Timed calls per runtime and round (after one warm-up).
         runtimes: Which of ``RUNTIMES`` to run.
         seed: Input seed (a random image: timings do not depend on content).
         work: Parent of the scratch folder.
         device: RPC ``HOST:PORT`` of the device for device targets.
-        timeout: RPC session seconds for each device runtime (one session covers the
-            warm-up and every timed call: a large model under emulation needs more).
+        timeout: RPC session seconds per device runtime and round (the runtimes share
+            one session, which lasts that times their number, the rounds and, under
+            load, two: a large model under emulation needs more).
         load: Also time every runtime with this many spinning processes on the machine
             that runs it (0: quiet only); each result gains ``loaded`` with its slowdown.
+        rounds: Time the runtimes this many times each, in turn (``rounds.py``): on a
+            machine whose speed drifts, their ratios then compare like with like.
     """
 
     model: str
@@ -50,6 +54,7 @@ class BenchSpec:
     device: str | None = None
     timeout: float = 300.0
     load: int = 0
+    rounds: int = 1
 
 
 MAX_LOAD = 64
@@ -82,6 +87,8 @@ def bench(cfg: BenchSpec) -> dict:
                          "(the emulated Pi: scripts/emulated-pi start)")
     if cfg.timeout <= 0:
         raise BuildError(f"--timeout must be positive, not {cfg.timeout:g}")
+    if cfg.rounds < 1:
+        raise BuildError(f"--rounds must be at least 1, not {cfg.rounds}")
     if not 0 <= cfg.load <= MAX_LOAD:
         raise BuildError(f"--load must be 0..{MAX_LOAD} spinning processes, not {cfg.load}")
     unknown = [r for r in cfg.runtimes if r not in RUNNERS]
@@ -93,22 +100,22 @@ def bench(cfg: BenchSpec) -> dict:
     x = np.random.default_rng(cfg.seed).random(shape, dtype=np.float32)
     gmac = count_macs(model, shape) / 1e9
     peak = cpu_peak() if not tspec.is_remote else _device_peak(cfg.device, tspec)
-    results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(dir=cfg.work) as work:
-        case = Case(cfg.model, spec, model, x, Path(work), cfg.repeat, tspec.name,
-                    cfg.device if tspec.is_remote else None, cfg.timeout, cfg.load)
-        for name in cfg.runtimes:
-            _log(f"{cfg.model} {name} ...")
-            try:
-                results[name] = RUNNERS[name](case)
-            except Exception as exc:  # noqa: BLE001 - one runtime failing is a result
-                msg = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
-                results[name] = {"error": msg}
-            if "median_ms" in results[name]:
-                loaded = results[name].get("loaded", {})
-                _log(f"{cfg.model} {name}: {results[name]['median_ms']:.1f} ms" + (
-                    f", {loaded['median_ms']:.1f} ms under load {cfg.load} "
-                    f"({loaded['slowdown']:.2f}x)" if "slowdown" in loaded else ""))
+        remote = cfg.device if tspec.is_remote else None
+        timeout = cfg.timeout * len(cfg.runtimes) * cfg.rounds * (2 if cfg.load else 1)
+        case = Case(cfg.model, spec, model, x, Path(work), cfg.repeat, tspec.name, remote,
+                    timeout)
+        ready, results = _prepare(case, cfg.runtimes)
+        results.update(time_quiet_and_loaded(ready, cfg.rounds, cfg.load,
+                                             case.session() if remote and ready else None,
+                                             lambda m: _log(f"{cfg.model} {m}")))
+    results = {name: results[name] for name in cfg.runtimes}
+    for name, r in results.items():
+        if "median_ms" in r:
+            loaded = r.get("loaded", {})
+            _log(f"{cfg.model} {name}: {r['median_ms']:.1f} ms" + (
+                f", {loaded['median_ms']:.1f} ms under load {cfg.load} "
+                f"({loaded['slowdown']:.2f}x)" if "slowdown" in loaded else ""))
     ref = results.get("onnxruntime_fp32", {}).get("median_ms")
     for name, r in results.items():
         if "median_ms" in r:
@@ -120,7 +127,24 @@ def bench(cfg: BenchSpec) -> dict:
             r["vs_onnxruntime_fp32"] = ref / r["median_ms"] if ref else None
     return {"model": cfg.model, "target": cfg.target, "scale": spec.scale,
             "input": list(shape), "gmac": gmac, "cpu": peak, "load": cfg.load,
+            "rounds": cfg.rounds,
             "peak_gflops": peak["peak_gflops"], "runtimes": results}
+
+
+def _prepare(case: Case, runtimes: tuple[str, ...]) -> tuple[dict[str, Timed], dict]:
+    """Every runtime built and loaded (``Timed``), or its one-line error."""
+    ready, errors = {}, {}
+    for name in runtimes:
+        _log(f"{case.name} {name} ...")
+        try:
+            out = RUNNERS[name](case)
+        except Exception as exc:  # noqa: BLE001 - one runtime failing is a result
+            out = {"error": one_line(exc)}
+        if isinstance(out, Timed):
+            ready[name] = out
+        else:
+            errors[name] = out
+    return ready, errors
 
 
 def _device_peak(device: str, tspec) -> dict:

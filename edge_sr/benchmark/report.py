@@ -9,7 +9,8 @@ from .runtimes import RUNTIMES
 
 def markdown(results: list[dict]) -> str:
     """One table per model: latency, p90, ratio to ONNX Runtime fp32, GMAC/s, % of peak
-    (and with ``--load N``: the median under load and the slowdown)."""
+    (and with ``--load N``: the median under load and the slowdown; with ``--rounds``:
+    the range of the rounds' medians)."""
     out = []
     for res in results:
         h, w = res["input"][2:]
@@ -17,7 +18,8 @@ def markdown(results: list[dict]) -> str:
         lcols = f" load {n} ms | slowdown |" if n else ""
         out += [f"### {res['model']} x{res['scale']}, {h}x{w} input, {res['gmac']:.2f} GMAC, "
                 f"{res['target']} ({res['cpu']['cores']} cores, {res['cpu']['isa']}, "
-                f"peak {res['peak_gflops']:.0f} GFLOP/s fp32{_int8_peak(res)})", "",
+                f"peak {res['peak_gflops']:.0f} GFLOP/s fp32{_int8_peak(res)})"
+                + _rounds(res), "",
                 "| runtime | median ms | p90 ms | vs ORT fp32 | GMAC/s | % of peak |"
                 + lcols + " note |", "|---|---|---|---|---|---|---|" + ("---|---|" if n else "")]
         for name in RUNTIMES:
@@ -34,6 +36,8 @@ def markdown(results: list[dict]) -> str:
                 note.append(f"{r['tuning']} ({r['kernels_tuned']} kernels)")
             if "set5_drop" in r:
                 note.append(f"Set5 int8 drop {r['set5_drop']:.3f} dB")
+            if "rounds_ms" in r:
+                note.append(f"rounds {min(r['rounds_ms']):.1f}-{max(r['rounds_ms']):.1f} ms")
             if "max_abs_diff" in r:
                 note.append(f"max diff {r['max_abs_diff']:.1e} vs PyTorch")
             if r.get("portable_ops"):
@@ -53,6 +57,11 @@ def markdown(results: list[dict]) -> str:
                        "and the peak is a Cortex-A72's nominal one.")
         out.append("")
     return "\n".join(out)
+
+
+def _rounds(res: dict) -> str:
+    n = res.get("rounds", 1)
+    return f", median of {n} alternated rounds" if n > 1 else ""
 
 
 def _int8_peak(res: dict) -> str:

@@ -32,9 +32,9 @@ class Case:
     repeat: int
     target: str = "host"
     device: str | None = None  # RPC HOST:PORT when the target is another machine
-    timeout: float = 300.0  # RPC session seconds per device runtime
-    load: int = 0  # spinning processes for the loaded run (0: quiet run only)
+    timeout: float = 300.0  # RPC session seconds (the session every device runtime shares)
     _reference: np.ndarray | None = field(default=None, init=False, repr=False)
+    _session: object = field(default=None, init=False, repr=False)
 
     def max_abs_diff(self, out: np.ndarray) -> float:
         """Largest difference of a runtime's output from PyTorch's on this input."""
@@ -43,36 +43,39 @@ class Case:
                 self._reference = self.model(torch.from_numpy(self.x)).numpy()
         return float(np.abs(np.asarray(out, np.float32) - self._reference).max())
 
+    def session(self):
+        """The device's RPC session, opened once: an RPC server serves one session at a
+        time, and the runtimes' timings alternate within it."""
+        if self._session is None:
+            from ..device.rpc import connect
 
-def measure(case: Case, timer: Callable[[], dict], session=None,
-            settle: Callable[[], object] | None = None) -> dict:
-    """``timer()`` quiet, then (``case.load`` > 0) again with that many spinning
-    processes on the machine that runs it (``session``: the device's RPC session).
-    ``settle()`` runs before each: a runtime that adapts to the load looks at it there
-    (an int it returns is recorded as that run's ``threads``).
+            self._session = connect(self.device, timeout=self.timeout)
+        return self._session
 
-    Returns:
-        The quiet figures, with ``loaded`` (figures under load and ``slowdown``, the
-        loaded median over the quiet one) when a load was asked for.
+
+@dataclass
+class Timed:
+    """A runtime ready to be timed: built, loaded, its output checked.
+
+    Attributes:
+        timer: Times ``case.repeat`` calls after a warm-up; returns ``stats``' layout.
+        info: Fields reported beside the timings (``max_abs_diff``, ``threads``...).
+        settle: Runs before each ``timer()``: a runtime that adapts to the machine's load
+            looks at it there (an int it returns is recorded as that run's ``threads``).
     """
-    from .load import background_load
 
-    def run() -> dict:
-        threads = settle() if settle else None
-        out = timer()
+    timer: Callable[[], dict]
+    info: dict = field(default_factory=dict)
+    settle: Callable[[], object] | None = None
+
+    def run(self) -> dict:
+        """One timed batch of calls."""
+        threads = self.settle() if self.settle else None
+        out = self.timer()
         return {**out, "threads": threads} if isinstance(threads, int) else out
 
-    quiet = run()
-    if not case.load or "median_ms" not in quiet:
-        return quiet
-    with background_load(case.load, session=session):
-        loaded = run()
-    if "median_ms" in loaded:
-        loaded["slowdown"] = loaded["median_ms"] / quiet["median_ms"]
-    return {**quiet, "loaded": {"processes": case.load, **loaded}}
 
-
-def torch_eager(case: Case) -> dict:
+def torch_eager(case: Case) -> Timed | dict:
     if case.device:
         return {"error": "not on the device: the device runtime has no torch"}
     x = torch.from_numpy(case.x)
@@ -82,8 +85,7 @@ def torch_eager(case: Case) -> dict:
         with torch.no_grad():
             case.model(x)
 
-    return {**measure(case, lambda: time_calls(run, case.repeat)),
-            "threads": torch.get_num_threads()}
+    return Timed(lambda: time_calls(run, case.repeat), {"threads": torch.get_num_threads()})
 
 
 def _ort_model(case: Case, int8: bool) -> Path:
@@ -100,26 +102,24 @@ def _ort_model(case: Case, int8: bool) -> Path:
     return out
 
 
-def onnxruntime(case: Case, int8: bool) -> dict:
+def onnxruntime(case: Case, int8: bool) -> Timed:
     from ..baselines.onnxrt import session
 
     path = _ort_model(case, int8)
     if case.device:  # ONNX Runtime on the device, through our RPC server's edge_sr.ort_bench
         import json
 
-        from ..device.rpc import connect
-
-        sess = connect(case.device, timeout=case.timeout)
+        sess = case.session()
         sess.upload(str(path), target=path.name)
         remote = sess.get_function("edge_sr.ort_bench")
-        return measure(case, lambda: json.loads(remote(
-            path.name, json.dumps(list(case.x.shape)), case.repeat)), session=sess)
+        return Timed(lambda: json.loads(remote(path.name, json.dumps(list(case.x.shape)),
+                                               case.repeat)))
     run = session(path)
-    return {**measure(case, lambda: time_calls(lambda: run(case.x), case.repeat)),
-            "max_abs_diff": case.max_abs_diff(run(case.x))}
+    return Timed(lambda: time_calls(lambda: run(case.x), case.repeat),
+                 {"max_abs_diff": case.max_abs_diff(run(case.x))})
 
 
-def openvino(case: Case) -> dict:
+def openvino(case: Case) -> Timed | dict:
     """OpenVINO's CPU plugin on the exported ONNX model, in float32 (see baselines)."""
     if case.device:
         return {"error": "not on the device: the emulated Pi has no OpenVINO"}
@@ -130,9 +130,9 @@ def openvino(case: Case) -> dict:
     from ..baselines.openvino import default_precision, session
 
     run = session(_ort_model(case, int8=False), precision="f32")
-    return {**measure(case, lambda: time_calls(lambda: run(case.x), case.repeat)),
-            "max_abs_diff": case.max_abs_diff(run(case.x)),
-            "default_precision": default_precision()}
+    return Timed(lambda: time_calls(lambda: run(case.x), case.repeat),
+                 {"max_abs_diff": case.max_abs_diff(run(case.x)),
+                  "default_precision": default_precision()})
 
 
 def _calibration(case: Case) -> np.ndarray:
@@ -145,7 +145,7 @@ def _calibration(case: Case) -> np.ndarray:
     return np.ascontiguousarray(crops)
 
 
-def executorch(case: Case, int8: bool) -> dict:
+def executorch(case: Case, int8: bool) -> Timed | dict:
     """ExecuTorch's XNNPACK backend (``baselines.executorch_xnnpack``), on this machine;
     int8: XNNPACK's PT2E quantizer on our calibration crops, tiled to the input's size."""
     from ..baselines import executorch_xnnpack as et
@@ -160,12 +160,13 @@ def executorch(case: Case, int8: bool) -> dict:
     calib = et.tile_to(_calibration(case), shape) if int8 else None
     portable = et.export_pte(case.model, shape, path, calib=calib)
     run = et.session(path)
-    out = {**measure(case, lambda: time_calls(lambda: run(case.x), case.repeat)),
-           "max_abs_diff": case.max_abs_diff(run(case.x)), "threads": et.thread_count()}
-    return {**out, "portable_ops": portable} if portable else out
+    info = {"max_abs_diff": case.max_abs_diff(run(case.x)), "threads": et.thread_count()}
+    if portable:
+        info["portable_ops"] = portable
+    return Timed(lambda: time_calls(lambda: run(case.x), case.repeat), info)
 
 
-def ncnn(case: Case) -> dict:
+def ncnn(case: Case) -> Timed | dict:
     """ncnn in float32 (``baselines.ncnn_pnnx``), converted by pnnx at the input's shape;
     on this machine, or on the device over RPC (``edge_sr.ncnn_bench``)."""
     from ..baselines import ncnn_pnnx
@@ -179,23 +180,21 @@ def ncnn(case: Case) -> dict:
     if case.device:
         import json
 
-        from ..device.rpc import connect
-
-        sess = connect(case.device, timeout=case.timeout)
+        sess = case.session()
         for f in (param, weights):
             sess.upload(str(f), target=f.name)
         remote = sess.get_function("edge_sr.ncnn_bench")
-        return measure(case, lambda: json.loads(remote(
-            param.name, weights.name, json.dumps(list(shape)), case.repeat)), session=sess)
+        return Timed(lambda: json.loads(remote(param.name, weights.name,
+                                               json.dumps(list(shape)), case.repeat)))
     from runtime.profile import ncnn_default_precision, ncnn_net
 
     run, opt = ncnn_net(str(param), str(weights))
-    return {**measure(case, lambda: time_calls(lambda: run(case.x), case.repeat)),
-            "max_abs_diff": case.max_abs_diff(run(case.x)), "threads": opt.num_threads,
-            "default_precision": ncnn_default_precision()}
+    return Timed(lambda: time_calls(lambda: run(case.x), case.repeat),
+                 {"max_abs_diff": case.max_abs_diff(run(case.x)), "threads": opt.num_threads,
+                  "default_precision": ncnn_default_precision()})
 
 
-def tvm_module(case: Case, dtype: str, tuned: bool, scheduled: bool = True) -> dict:
+def tvm_module(case: Case, dtype: str, tuned: bool, scheduled: bool = True) -> Timed:
     """Build for the target at the input's size and time the VM with ``time_evaluator``
     (locally, or on the device over RPC).
 
@@ -212,40 +211,39 @@ def tvm_module(case: Case, dtype: str, tuned: bool, scheduled: bool = True) -> d
     from ..pipeline import BuildConfig, build
 
     h, w = case.x.shape[2:]
-    with tempfile.TemporaryDirectory(dir=case.work) as tmp:
-        art = build(BuildConfig(model=case.name, target=case.target, size=(h, w), dtype=dtype,
-                                out=tmp, reference_dataset="set5" if dtype == "int8" else "",
-                                use_tuning=tuned, default_schedule=scheduled,
-                                enforce_guard=False, fallback=False))
-        manifest = json.loads((art / "manifest.json").read_text())
-        sess = None
-        if case.device:
-            from ..device.rpc import connect
-            from ..harness.remote import remote_engine
+    # the artifact lives as long as the bench's scratch folder: the module is timed in
+    # rounds after every runtime is ready
+    tmp = tempfile.mkdtemp(dir=case.work, prefix=f"tvm-{dtype}-")
+    art = build(BuildConfig(model=case.name, target=case.target, size=(h, w), dtype=dtype,
+                            out=tmp, reference_dataset="set5" if dtype == "int8" else "",
+                            use_tuning=tuned, default_schedule=scheduled,
+                            enforce_guard=False, fallback=False))
+    manifest = json.loads((art / "manifest.json").read_text())
+    sess = None
+    if case.device:
+        from ..harness.remote import remote_engine
 
-            sess = connect(case.device, timeout=case.timeout)
-            engine = remote_engine(sess, art, manifest)
-        else:
-            engine = load_local(art)
-        x = tvm.runtime.tensor(case.x, engine.device)
-        diff = case.max_abs_diff(engine.func(x).numpy())
-        repeat = case.repeat if scheduled else min(case.repeat, 3)  # unscheduled: seconds
-        timer = engine.vm.time_evaluator("main", engine.device, number=1, repeat=repeat)
-        # TVM's pool sized to the load, as an Engine keeps it between calls
-        settle = (lambda: configure_threads(sess)) if sess else (
-            lambda: configure_pool(probe=True))
-        out = measure(case, lambda: stats([t * 1e3 for t in timer(x).results]), session=sess,
-                      settle=settle)
-    out = {**out, "max_abs_diff": diff, "tuning": manifest["tuning"]["state"],
-           "kernels_tuned": f"{manifest['tuning']['tuned']}/{manifest['tuning']['kernels']}"}
+        sess = case.session()
+        engine = remote_engine(sess, art, manifest)
+    else:
+        engine = load_local(art)
+    x = tvm.runtime.tensor(case.x, engine.device)
+    info = {"max_abs_diff": case.max_abs_diff(engine.func(x).numpy()),
+            "tuning": manifest["tuning"]["state"],
+            "kernels_tuned": f"{manifest['tuning']['tuned']}/{manifest['tuning']['kernels']}"}
     if dtype == "int8":
         q = manifest["quality"]
-        out["set5_psnr"], out["set5_drop"] = q["psnr_int8"], q["drop"]
-        out["float_layers"] = q["float_layers"]
-    return out
+        info.update(set5_psnr=q["psnr_int8"], set5_drop=q["drop"],
+                    float_layers=q["float_layers"])
+    repeat = case.repeat if scheduled else min(case.repeat, 3)  # unscheduled: seconds
+    timer = engine.vm.time_evaluator("main", engine.device, number=1, repeat=repeat)
+    # TVM's pool sized to the load, as an Engine keeps it between calls
+    settle = (lambda: configure_threads(sess)) if sess else (lambda: configure_pool(probe=True))
+    return Timed(lambda: stats([t * 1e3 for t in timer(x).results]), info, settle)
 
 
-RUNNERS: dict[str, Callable[[Case], dict]] = {
+# Each prepares its runtime for timing, or says in one line why it cannot run here.
+RUNNERS: dict[str, Callable[[Case], Timed | dict]] = {
     "torch_eager": torch_eager,
     "onnxruntime_fp32": lambda c: onnxruntime(c, int8=False),
     "onnxruntime_int8": lambda c: onnxruntime(c, int8=True),

@@ -138,9 +138,9 @@ def _prelu(g: _Graph, t: relax.Var, channels: int):
 
 
 def _plain_conv(call: relax.Call | None, producer: bool) -> bool:
-    """An NCHW float32 conv, stride/dilation 1, constant weights; a producer (grouped or
-    not) has at most ``MAX_TERMS`` terms per output value, a consumer is a 1x1 unpadded
-    conv of one group."""
+    """An NCHW float32 conv, stride/dilation 1, constant weights; a producer (one group,
+    or groups as wide in as out) has at most ``MAX_TERMS`` terms per output value, a
+    consumer is a 1x1 unpadded conv of one group."""
     if call is None or not isinstance(call.args[1], tvm.ir.expr.Constant):
         return False
     a = call.attrs
@@ -151,9 +151,11 @@ def _plain_conv(call: relax.Call | None, producer: bool) -> bool:
           and call.ty.dtype == "float32")
     if not ok:
         return False
-    _, i, kh, kw = (int(s) for s in w.shape)
+    o, i, kh, kw = (int(s) for s in w.shape)
     if producer:
-        return i * kh * kw <= MAX_TERMS
+        # groups as wide in as out only: that is the grouped form the conv templates
+        # schedule (``templates._conv_shape``); others would get no default schedule
+        return i * kh * kw <= MAX_TERMS and (int(a.groups) == 1 or i * int(a.groups) == o)
     return kh == kw == 1 and all(int(p) == 0 for p in a.padding)
 
 

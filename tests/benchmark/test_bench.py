@@ -133,8 +133,10 @@ def test_device_runtimes_open_sessions_with_the_bench_timeout(tmp_path, monkeypa
     res = bench(BenchSpec(model="fsrcnn_tiny_x2", target="qemu-aarch64", size=(32, 32),
                           repeat=1, device="127.0.0.1:1", work=str(tmp_path), timeout=1234,
                           runtimes=("onnxruntime_fp32", "tvm_tuned_fp32")))
-    assert seen == [1234, 1234]
-    assert all("timeout 1234" in r["error"] for r in res["runtimes"].values())
+    # the runtimes share one session (an RPC server serves one at a time): it lasts the
+    # per-runtime timeout times the runtimes; each runtime that needs it tries to open it
+    assert seen == [2 * 1234, 2 * 1234]
+    assert all("timeout 2468" in r["error"] for r in res["runtimes"].values())
     with pytest.raises(BuildError, match="--timeout must be positive"):
         bench(BenchSpec(model="fsrcnn_tiny_x2", timeout=0))
 
@@ -188,3 +190,54 @@ def test_latency_chart_of_failed_runtimes_is_written(tmp_path):
     results = [{"model": "srresnet_b16_x4", "target": "rpi4", "input": [1, 3, 32, 32],
                 "runtimes": {"tvm_default_fp32": {"error": "--size 32x32 is too small"}}}]
     assert plot_latency(results, tmp_path / "latency.png").stat().st_size > 0
+
+
+def test_rounds_alternate_the_runtimes_and_take_the_median_of_medians():
+    from edge_sr.benchmark.rounds import time_rounds
+    from edge_sr.benchmark.runtimes import Timed
+
+    calls = []
+
+    def timer(name, ms):
+        it = iter(ms)
+
+        def run():
+            calls.append(name)
+            m = next(it)
+            if m is None:
+                raise RuntimeError("device went away\nRPC session closed")
+            return {"median_ms": m, "p90_ms": m + 1, "min_ms": m - 1, "runs": 2}
+        return Timed(run)
+
+    ready = {"a": timer("a", [10.0, 30.0, 11.0]), "b": timer("b", [50.0, 20.0, 40.0]),
+             "c": timer("c", [5.0, None])}
+    res = time_rounds(ready, 3)
+    # each round starts one runtime later; a runtime that fails is not timed again
+    assert calls == ["a", "b", "c", "b", "c", "a", "a", "b"]
+    assert res["a"]["median_ms"] == 11.0 and res["a"]["rounds_ms"] == [10.0, 30.0, 11.0]
+    assert res["a"]["min_ms"] == 9.0 and res["a"]["p90_ms"] == 12.0 and res["a"]["runs"] == 6
+    assert res["b"]["median_ms"] == 40.0
+    assert res["c"] == {"error": "RPC session closed"}
+    single = time_rounds({"a": timer("a", [7.0])}, 1)["a"]
+    assert single["median_ms"] == 7.0 and "rounds_ms" not in single
+
+
+@pytest.mark.slow
+def test_bench_rounds_time_each_runtime_per_round_quiet_and_loaded(tmp_path):
+    from runtime import load
+
+    res = bench(BenchSpec(model="fsrcnn_tiny_x2", size=(32, 32), repeat=2, work=str(tmp_path),
+                          rounds=2, load=1, runtimes=("onnxruntime_fp32", "tvm_default_fp32")))
+    for name, r in res["runtimes"].items():
+        assert len(r["rounds_ms"]) == 2 and r["runs"] == 4, name
+        assert len(r["loaded"]["rounds_ms"]) == 2, name
+        assert r["max_abs_diff"] < 1e-4, name
+    assert not load._running
+    from edge_sr.benchmark.report import markdown
+
+    table = markdown([res])
+    assert "median of 2 alternated rounds" in table
+    rows = [ln for ln in table.splitlines() if ln.startswith(("| onnx", "| tvm"))]
+    assert len(rows) == 2 and all(" ms; " in ln.split("rounds ")[1] for ln in rows)
+    with pytest.raises(BuildError, match="--rounds must be at least 1"):
+        bench(BenchSpec(model="fsrcnn_tiny_x2", rounds=0))

@@ -58,8 +58,7 @@ def _chains(mod: tvm.IRModule) -> int:
     {"act": None, "bias": False},                          # bare convs
     {"out": 8},                                            # as wide as the producer
     {"cin": 16, "mid": 16, "out": 16, "k": 3, "groups": 4, "act": nn.ReLU},  # XLSR's GBlock
-    {"cin": 8, "mid": 16, "k": 3, "groups": 4},            # groups of 2 channels in, 4 out
-], ids=["prelu", "relu", "bare", "level", "grouped", "grouped-uneven"])
+], ids=["prelu", "relu", "bare", "level", "grouped"])
 def test_chain_fuses_into_one_kernel_with_the_same_output(kw):
     torch.manual_seed(0)
     net = _Net(**kw)
@@ -79,7 +78,9 @@ def test_chain_fuses_into_one_kernel_with_the_same_output(kw):
     {"stride2": 2},                  # a strided consumer
     {"out": 12},                     # widening (8 -> 12)
     {"cin": 12, "k": 1, "mid": 16, "k2": 5},   # a consumer with a halo (FSRCNN's tail)
-], ids=["reused", "costly", "strided", "widening", "halo"])
+    {"cin": 8, "mid": 16, "k": 3, "groups": 4},  # groups of 2 channels in, 4 out: the
+    # conv templates match equal groups only, so the fused kernel would go unscheduled
+], ids=["reused", "costly", "strided", "widening", "halo", "grouped-uneven"])
 def test_chain_leaves_what_it_cannot_fuse(kw):
     torch.manual_seed(0)
     net = _Net(**kw)
