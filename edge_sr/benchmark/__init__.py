@@ -16,7 +16,7 @@ from ..models import get_spec, load_model
 from ..models.analysis import count_macs
 from ..pipeline.builder import BuildError
 from .peak import cpu_peak
-from .rounds import one_line, time_quiet_and_loaded
+from .rounds import one_line, speedup, time_quiet_and_loaded
 from .runtimes import RUNNERS, RUNTIMES, Case, Timed
 
 __all__ = ["BenchSpec", "bench", "bench_models"]
@@ -41,7 +41,8 @@ class BenchSpec:
         load: Also time every runtime with this many spinning processes on the machine
             that runs it (0: quiet only); each result gains ``loaded`` with its slowdown.
         rounds: Time the runtimes this many times each, in turn (``rounds.py``): on a
-            machine whose speed drifts, their ratios then compare like with like.
+            machine whose speed drifts, their ratios then compare like with like (the
+            ratio to ONNX Runtime is the median of the rounds' ratios).
     """
 
     model: str
@@ -116,7 +117,7 @@ def bench(cfg: BenchSpec) -> dict:
             _log(f"{cfg.model} {name}: {r['median_ms']:.1f} ms" + (
                 f", {loaded['median_ms']:.1f} ms under load {cfg.load} "
                 f"({loaded['slowdown']:.2f}x)" if "slowdown" in loaded else ""))
-    ref = results.get("onnxruntime_fp32", {}).get("median_ms")
+    ref = results.get("onnxruntime_fp32", {})
     for name, r in results.items():
         if "median_ms" in r:
             gmacs = gmac / (r["median_ms"] / 1e3)
@@ -124,7 +125,7 @@ def bench(cfg: BenchSpec) -> dict:
             # an int8 runtime against the CPU's int8 peak (fp32 results: the fp32 one)
             top = peak.get("int8_peak_gops") if "int8" in name else None
             r["peak_fraction"] = 2 * gmacs / (top or peak["peak_gflops"])
-            r["vs_onnxruntime_fp32"] = ref / r["median_ms"] if ref else None
+            r["vs_onnxruntime_fp32"] = speedup(ref, r) if "median_ms" in ref else None
     return {"model": cfg.model, "target": cfg.target, "scale": spec.scale,
             "input": list(shape), "gmac": gmac, "cpu": peak, "load": cfg.load,
             "rounds": cfg.rounds,

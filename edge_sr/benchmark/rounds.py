@@ -63,6 +63,16 @@ def combine(runs: list[dict]) -> dict:
             "runs": sum(r.get("runs", 0) for r in runs), "rounds_ms": med}
 
 
+def speedup(ref: dict, row: dict) -> float:
+    """How many times faster ``row`` ran than ``ref``: the median of the rounds' ratios
+    where both were timed in the same rounds (each pair seconds apart, on the same
+    machine state), else the ratio of their medians."""
+    a, b = ref.get("rounds_ms"), row.get("rounds_ms")
+    if a and b and len(a) == len(b):
+        return statistics.median(x / y for x, y in zip(a, b))
+    return ref["median_ms"] / row["median_ms"]
+
+
 def time_quiet_and_loaded(ready: dict[str, Timed], rounds: int, load: int, session=None,
                           log: Callable[[str], None] = lambda _m: None) -> dict[str, dict]:
     """``time_rounds`` quiet, then (``load`` > 0) again with that many spinning processes

@@ -193,7 +193,7 @@ def test_latency_chart_of_failed_runtimes_is_written(tmp_path):
 
 
 def test_rounds_alternate_the_runtimes_and_take_the_median_of_medians():
-    from edge_sr.benchmark.rounds import time_rounds
+    from edge_sr.benchmark.rounds import speedup, time_rounds
     from edge_sr.benchmark.runtimes import Timed
 
     calls = []
@@ -220,6 +220,9 @@ def test_rounds_alternate_the_runtimes_and_take_the_median_of_medians():
     assert res["c"] == {"error": "RPC session closed"}
     single = time_rounds({"a": timer("a", [7.0])}, 1)["a"]
     assert single["median_ms"] == 7.0 and "rounds_ms" not in single
+    # the ratio pairs each round's timings: b ran 5x, 0.67x, 3.6x a's time
+    assert speedup(res["b"], res["a"]) == pytest.approx(40 / 11)
+    assert speedup(res["b"], single) == pytest.approx(40 / 7)  # no common rounds: medians
 
 
 @pytest.mark.slow
