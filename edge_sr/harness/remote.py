@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 from runtime.artifact import ArtifactError, read_manifest, verified_library
 from runtime.engine import Engine
 
 from ..device.rpc import DeviceError, device_info, first_line
+
+# Libraries already sent in each open session. Sending one again would rewrite a file the
+# device process has mapped (two artifacts with the same library: a database that holds
+# exactly the default schedules), which kills it (SIGSEGV in dlsym under QEMU).
+_SENT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def upload_library(sess, artifact: str | Path, manifest: dict,
@@ -27,8 +33,12 @@ def upload_library(sess, artifact: str | Path, manifest: dict,
         raise ArtifactError(f"artifact built for target {manifest['target']['name']} ({arch}) "
                             f"cannot run on this {info['machine']} device")
     remote_name = f"edge-sr-{manifest['library']['sha256'][:16]}.so"
+    sent = _SENT.setdefault(sess, set())
+    if remote_name in sent:  # the same bytes, by their hash
+        return remote_name
     try:
         sess.upload(str(lib), target=remote_name)
+        sent.add(remote_name)
     except Exception as exc:  # noqa: BLE001
         raise DeviceError(f"uploading {lib.name} to the device failed: "
                            f"{first_line(exc)}") from None

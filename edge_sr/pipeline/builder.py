@@ -31,7 +31,7 @@ from ..quant import Quantized
 from ..quant.lower import lower_to_relax
 from .config import DEFAULT_MODEL, DEFAULT_SIZE, IO_DTYPES, BuildConfig, BuildError
 from .cuda import check_cuda_kernels
-from .database import apply_tuning, tune_command, tuning_dir
+from .database import apply_tuning, stale_note, tune_command, tuning_dir
 from .default_schedule import default_schedule
 from .frame_io import add_frame, check_frame
 from .passes import LAYOUTS, passes_for, run_passes, uint8_io
@@ -284,9 +284,12 @@ def _tuning_database(s: BuildState) -> None:
     cfg, db, mcpu = s.cfg, tuning_dir(s.cfg, s.tspec.name), target_cpu(s.target)
     # This CPU's records only, unless the user named a database that has none for it.
     own_only = s.tspec.kind == "llvm" and (not cfg.tuning_db or record_cpus(db).get(mcpu, 0) > 0)
-    s.mod, s.tuning = apply_tuning(s.mod, s.target, db, mcpu if own_only else None)
-    s.tuning.update(provenance(db), warning=foreign_note(
-        db, mcpu, tune_command(cfg, s.tspec), own_only=own_only))
+    s.mod, s.tuning = apply_tuning(s.mod, s.target, db, mcpu if own_only else None,
+                                   check_stale=s.tspec.kind == "llvm")
+    notes = [foreign_note(db, mcpu, tune_command(cfg, s.tspec), own_only=own_only),
+             stale_note(s.tuning.get("stale", []), s.tuning["kernels"],
+                        tune_command(cfg, s.tspec))]
+    s.tuning.update(provenance(db), warning="; ".join(n for n in notes if n) or None)
 
 
 def _default_schedule(s: BuildState) -> None:

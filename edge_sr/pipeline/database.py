@@ -67,13 +67,15 @@ def model_kernels(mod: tvm.IRModule) -> list[str]:
             if isinstance(f, PrimFunc) and gv.name_hint in called]
 
 
-def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
-                 db_path: Path | None, cpu: str | None = None) -> tuple[tvm.IRModule, dict]:
+def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target, db_path: Path | None,
+                 cpu: str | None = None, check_stale: bool = False) -> tuple[tvm.IRModule, dict]:
     """Replace kernels by their tuned schedules from a MetaSchedule JSON database.
 
     Args:
         cpu: Apply only the records tuned for this ``mcpu`` (None: every record).
             MetaSchedule itself takes a workload's fastest record whatever CPU measured it.
+        check_stale: Also list the kernels whose records never met their current default
+            schedule (``stale_kernels``; CPU targets), as ``stale``.
 
     Returns:
         The module and a tuning record: ``state`` (untuned/partial/tuned), kernel counts.
@@ -92,6 +94,7 @@ def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
             source = Path(tmp)
         try:
             db = open_database(source, allow_missing=False)
+            stale = stale_kernels(mod, target, db) if check_stale else []
             # opt_level 3: below it the pass is skipped without a word.
             with target, db, tvm.transform.PassContext(opt_level=3):
                 mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
@@ -101,7 +104,7 @@ def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target,
     tuned = sum(1 for name in kernels if is_scheduled(mod[name]))
     state = "tuned" if tuned == len(kernels) else ("partial" if tuned else "untuned")
     return mod, {"state": state, "database": str(work), "kernels": len(kernels), "tuned": tuned,
-                 "records_for": cpu}
+                 "records_for": cpu, **({"stale": stale} if check_stale else {})}
 
 
 def tune_command(cfg: BuildConfig, tspec: target_registry.TargetSpec) -> str:
@@ -109,3 +112,47 @@ def tune_command(cfg: BuildConfig, tspec: target_registry.TargetSpec) -> str:
     return (f"edge-sr tune --target {tspec.name} --model {cfg.model} --size "
             f"{cfg.size[0]}x{cfg.size[1]} --dtype {cfg.dtype}"
             + (" --device HOST:PORT" if tspec.is_remote else "") + " --minutes 30")
+
+
+def stale_kernels(mod: tvm.IRModule, target: tvm.target.Target, db) -> list[str]:
+    """Kernels the database tuned without ever measuring their current default schedule.
+
+    ``tune`` measures each kernel's default schedule first (``tune.seed_defaults``), so
+    the database's best is never slower than the default at tuning time. Default
+    schedules improve with the code; a record tuned before the current one was never
+    compared with it, and may now be the slower of the two. ``edge-sr tune --trials 0``
+    measures the current defaults, and the build then takes the faster.
+
+    Args:
+        mod: The module before the database is applied.
+        db: The open database (the records that apply: ``apply_tuning``'s).
+
+    Returns:
+        Task names of the stale kernels.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    from .default_schedule import default_trace
+
+    stale = []
+    for task in ms.relax_integration.extract_tasks(mod, target):
+        kernel = task.dispatched[0]
+        if not db.has_workload(kernel):
+            continue
+        # commit_workload returns the stored workload (nothing written: it exists)
+        records = db.get_top_k(db.commit_workload(kernel), 1 << 16)
+        sch = default_trace(kernel, target) if records else None
+        if sch is not None and not any(str(r.trace) == str(sch.trace) for r in records):
+            stale.append(task.task_name)
+    return stale
+
+
+def stale_note(stale: list[str], kernels: int, tune_cmd: str) -> str | None:
+    """One line when some kernels' records predate their current default schedule."""
+    if not stale:
+        return None
+    cmd = tune_cmd.replace("--minutes 30", "--trials 0")
+    return (f"{len(stale)} of {kernels} kernels' tuned schedules were never measured against "
+            f"their current default schedule, which may now be faster ({', '.join(stale[:3])}"
+            f"{', ...' if len(stale) > 3 else ''}); `{cmd}` measures the defaults and the "
+            "faster schedule is kept")

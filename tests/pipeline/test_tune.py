@@ -53,6 +53,37 @@ def test_tuning_starts_from_the_default_schedules(tmp_path):
     assert np.allclose(load_local(tuned)(x), load_local(plain)(x), atol=1e-5)
 
 
+@pytest.mark.slow
+def test_records_that_never_met_the_current_default_schedule_are_named(tmp_path, monkeypatch):
+    db = tmp_path / "db"
+    tune(TuneConfig(build=_cfg(tmp_path, tuning_db=str(db)), trials=0))
+    fresh = json.loads((build(_cfg(tmp_path, tuning_db=str(db))) / "manifest.json").read_text())
+    assert fresh["tuning"]["stale"] == [] and fresh["tuning"]["warning"] is None
+    # the default schedules change (a newer edge-sr): the records were never measured
+    # against them, and the build says how to measure them
+    import edge_sr.pipeline.default_schedule as ds
+
+    real = ds.default_trace
+
+    def changed(mod, target):
+        sch = real(mod, target)
+        if sch is not None:
+            sch.get_loops(sch.get_child_blocks(sch.get_sblock("root"))[0])  # another trace
+        return sch
+
+    monkeypatch.setattr(ds, "default_trace", changed)
+    out = build(BuildConfig(**{**_cfg(tmp_path, tuning_db=str(db)).__dict__,
+                               "out": str(tmp_path / "later")}))
+    tuning = json.loads((out / "manifest.json").read_text())["tuning"]
+    assert len(tuning["stale"]) == 4 and tuning["state"] == "tuned"
+    assert "4 of 4 kernels' tuned schedules were never measured" in tuning["warning"]
+    assert "--trials 0" in tuning["warning"]
+    tune(TuneConfig(build=_cfg(tmp_path, tuning_db=str(db)), trials=0))  # measures them
+    out = build(BuildConfig(**{**_cfg(tmp_path, tuning_db=str(db)).__dict__,
+                               "out": str(tmp_path / "refreshed")}))
+    assert json.loads((out / "manifest.json").read_text())["tuning"]["stale"] == []
+
+
 @pytest.fixture
 def foreign_handlers():
     """Handlers MetaSchedule did not make, on its logger (as a user's logging setup or a
