@@ -12,13 +12,14 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 
+from ..errors import last_line
 from .load import background_load
 from .runtimes import Timed
 
 
 def one_line(exc: BaseException) -> str:
     """An exception as the one line a result row carries."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+    return last_line(exc)[:300]
 
 
 def time_rounds(ready: dict[str, Timed], rounds: int,

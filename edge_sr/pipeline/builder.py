@@ -288,7 +288,7 @@ def _tuning_database(s: BuildState) -> None:
                                    check_stale=s.tspec.kind == "llvm")
     notes = [foreign_note(db, mcpu, tune_command(cfg, s.tspec), own_only=own_only),
              stale_note(s.tuning.get("stale", []), s.tuning["kernels"],
-                        tune_command(cfg, s.tspec))]
+                        tune_command(cfg, s.tspec, budget="--trials 0"))]
     s.tuning.update(provenance(db), warning="; ".join(n for n in notes if n) or None)
 
 

@@ -16,10 +16,11 @@ from tvm.tirx import PrimFunc
 
 import targets as target_registry
 
+from ..errors import last_line
 from ..models import get_spec
 from .config import BuildConfig, BuildError
 from .default_schedule import is_scheduled
-from .provenance import RECORDS, WORKLOAD, cpu_records
+from .provenance import RECORDS, WORKLOAD, cpu_records, record_traces
 
 TUNING_DIR = Path(target_registry.__file__).resolve().parent / "tuning"
 
@@ -94,24 +95,25 @@ def apply_tuning(mod: tvm.IRModule, target: tvm.target.Target, db_path: Path | N
             source = Path(tmp)
         try:
             db = open_database(source, allow_missing=False)
-            stale = stale_kernels(mod, target, db) if check_stale else []
             # opt_level 3: below it the pass is skipped without a word.
             with target, db, tvm.transform.PassContext(opt_level=3):
-                mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+                applied = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
         except Exception as exc:  # noqa: BLE001 - TVM raises plain errors for bad JSON
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-            raise BuildError(f"tuning database {work} is unreadable: {first}") from None
+            raise BuildError(f"tuning database {work} is unreadable: {last_line(exc)}") from None
+        stale = stale_kernels(mod, target, db) if check_stale else []
+    mod = applied
     tuned = sum(1 for name in kernels if is_scheduled(mod[name]))
     state = "tuned" if tuned == len(kernels) else ("partial" if tuned else "untuned")
     return mod, {"state": state, "database": str(work), "kernels": len(kernels), "tuned": tuned,
                  "records_for": cpu, **({"stale": stale} if check_stale else {})}
 
 
-def tune_command(cfg: BuildConfig, tspec: target_registry.TargetSpec) -> str:
+def tune_command(cfg: BuildConfig, tspec: target_registry.TargetSpec,
+                 budget: str = "--minutes 30") -> str:
     """The command that tunes this build's database (on the board, for device targets)."""
     return (f"edge-sr tune --target {tspec.name} --model {cfg.model} --size "
             f"{cfg.size[0]}x{cfg.size[1]} --dtype {cfg.dtype}"
-            + (" --device HOST:PORT" if tspec.is_remote else "") + " --minutes 30")
+            + (" --device HOST:PORT" if tspec.is_remote else "") + f" {budget}")
 
 
 def stale_kernels(mod: tvm.IRModule, target: tvm.target.Target, db) -> list[str]:
@@ -140,18 +142,18 @@ def stale_kernels(mod: tvm.IRModule, target: tvm.target.Target, db) -> list[str]
         if not db.has_workload(kernel):
             continue
         # commit_workload returns the stored workload (nothing written: it exists)
-        records = db.get_top_k(db.commit_workload(kernel), 1 << 16)
-        sch = default_trace(kernel, target) if records else None
-        if sch is not None and not any(str(r.trace) == str(sch.trace) for r in records):
+        traces = record_traces(db, db.commit_workload(kernel))
+        sch = default_trace(kernel, target) if traces else None
+        if sch is not None and str(sch.trace) not in traces:
             stale.append(task.task_name)
     return stale
 
 
-def stale_note(stale: list[str], kernels: int, tune_cmd: str) -> str | None:
-    """One line when some kernels' records predate their current default schedule."""
+def stale_note(stale: list[str], kernels: int, cmd: str) -> str | None:
+    """One line when some kernels' records predate their current default schedule;
+    ``cmd`` measures the defaults (``tune_command(..., budget="--trials 0")``)."""
     if not stale:
         return None
-    cmd = tune_cmd.replace("--minutes 30", "--trials 0")
     return (f"{len(stale)} of {kernels} kernels' tuned schedules were never measured against "
             f"their current default schedule, which may now be faster ({', '.join(stale[:3])}"
             f"{', ...' if len(stale) > 3 else ''}); `{cmd}` measures the defaults and the "

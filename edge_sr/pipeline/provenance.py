@@ -77,6 +77,13 @@ def cpu_best(database, workload, mcpu: str, k: int = 1) -> list:
     return [r for r in database.get_top_k(workload, 1 << 16) if record_cpu(r) == mcpu][:k]
 
 
+def record_traces(database, workload, mcpu: str | None = None) -> set[str]:
+    """The schedules (trace text) a database holds for a workload, measured for CPU
+    ``mcpu`` (None: any)."""
+    return {str(r.trace) for r in database.get_top_k(workload, 1 << 16)
+            if mcpu is None or record_cpu(r) == mcpu}
+
+
 def measurer(info: dict | None) -> dict:
     """What measured a tuning run: ``info`` is the device's ``device_info`` (None: this
     machine). ``emulated`` when an aarch64 process sees an x86 CPU (QEMU user-mode)."""

@@ -29,6 +29,7 @@ import tvm
 import targets as target_registry
 from runtime.threads import prepare
 
+from ..errors import last_line
 from .builder import BuildConfig, BuildError, lower
 from .database import apply_tuning, open_database, tuning_dir
 from .provenance import (
@@ -36,6 +37,7 @@ from .provenance import (
     cpu_best,
     measurer,
     record_targets,
+    record_traces,
     target_cpu,
     write_tuned_on,
 )
@@ -266,7 +268,7 @@ def _measurer(cfg: TuneConfig, tspec: target_registry.TargetSpec) -> dict:
                                    key=cfg.key or tspec.rpc_key, timeout=cfg.timeout))
     except Exception as exc:  # noqa: BLE001 - the runner reports an unreachable board
         raise BuildError(f"cannot reach the board at {cfg.device or cfg.tracker}: "
-                         f"{(str(exc).strip().splitlines() or [type(exc).__name__])[-1]}"
+                         f"{last_line(exc)}"
                          ) from None
     return measurer(info or {"machine": tspec.arch})
 
@@ -293,8 +295,7 @@ def seed_defaults(tasks: list, target: tvm.target.Target, builder, runner, datab
         if sch is None:
             continue
         workload = database.commit_workload(task.dispatched[0])
-        trace = str(sch.trace)
-        if any(str(r.trace) == trace for r in cpu_best(database, workload, mcpu, 1 << 16)):
+        if str(sch.trace) in record_traces(database, workload, mcpu):
             continue
         todo.append((sch, workload))
     if not todo:
