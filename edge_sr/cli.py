@@ -404,14 +404,22 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise DeviceError("--onnxruntime profiles on this machine only: leave out "
                            "--device/--tracker")
     prof = profile_artifact(args.artifact, args.device, args.tracker, args.key, args.repeat)
-    if not args.onnxruntime:
-        print(json.dumps(prof) if args.json else format_profile(prof))
-        return 0
-    from .baselines.onnxrt_profile import format_ort_profile, profile_onnxruntime
+    out, tables = {"tvm": prof}, [format_profile(prof)]
+    if args.onnxruntime:
+        from .baselines.onnxrt_profile import format_ort_profile, profile_onnxruntime
 
-    peer = profile_onnxruntime(args.artifact, args.repeat)
-    print(json.dumps({"tvm": prof, "onnxruntime": peer}) if args.json else
-          format_profile(prof) + "\n\n" + format_ort_profile(peer))
+        out["onnxruntime"] = profile_onnxruntime(args.artifact, args.repeat)
+        tables.append(format_ort_profile(out["onnxruntime"]))
+    if args.ncnn:
+        from .baselines.ncnn_profile import format_ncnn_profile, profile_ncnn
+
+        out["ncnn"] = profile_ncnn(args.artifact, args.device, args.tracker, args.key,
+                                   args.repeat)
+        tables.append(format_ncnn_profile(out["ncnn"]))
+    if args.json:
+        print(json.dumps(prof if len(out) == 1 else out))
+    else:
+        print("\n\n".join(tables))
     return 0
 
 
@@ -640,6 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnxruntime", action="store_true",
                    help="also ONNX Runtime's per-node profile of the same model and input "
                         "(this machine only)")
+    p.add_argument("--ncnn", action="store_true",
+                   help="also ncnn's per-layer profile of the same model and input, where "
+                        "the artifact runs")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("device", help="the board over its serial console (info, RPC server)")

@@ -147,6 +147,7 @@ def ncnn_net(param: str, weights: str, threads: int = 0):
         _, out = ex.extract("out0")
         return np.array(out)[None]
 
+    run.net = net  # for ``ncnn_profile``, which extracts inner blobs
     return run, opt
 
 
@@ -169,10 +170,75 @@ def ncnn_bench(param: str, weights: str, shape: list[int], repeat: int = 10) -> 
             "threads": opt.num_threads, "default_precision": ncnn_default_precision()}
 
 
+def ncnn_layers(param: str) -> list[dict]:
+    """The layers of an ncnn text ``.param`` file in order: ``{"name", "type",
+    "bottoms", "tops"}``."""
+    with open(param) as f:
+        lines = f.read().split("\n")
+    layers = []
+    for line in lines[2:]:  # magic number, then the layer and blob counts
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        nb, nt = int(parts[2]), int(parts[3])
+        layers.append({"name": parts[1], "type": parts[0],
+                       "bottoms": parts[4:4 + nb], "tops": parts[4 + nb:4 + nb + nt]})
+    return layers
+
+
+def ncnn_profile(param: str, weights: str, shape: list[int], repeat: int = 5) -> dict:
+    """Per-layer times of an ncnn network (float32, one thread per physical core).
+
+    ncnn's Python API has no per-layer timer, so each layer is timed through the network
+    itself: a fresh extractor computes only what a blob needs, so extracting a layer's
+    output costs the layer plus its ancestors. A layer's time is that cost less the
+    largest cost of its inputs (the median over ``repeat`` rounds of every layer), which
+    is exact when the ancestors of one input contain the others' (chains, residual adds,
+    ghost concats of one producer). Each cost includes unpacking the extracted blob from
+    ncnn's 4-channel packing, so a layer's time carries the difference of two unpackings.
+
+    Returns:
+        ``{"total_ms", "rows": [{"layer", "type", "output", "ms", "cumulative_ms"}],
+        "ncnn", "threads"}``; ``total_ms`` is the whole network's median time.
+    """
+    import ncnn
+
+    run, opt = ncnn_net(param, weights)
+    net = run.net
+    x = ncnn.Mat(np.ascontiguousarray(sample_input(shape)[0], np.float32))
+    run(sample_input(shape))  # warm-up: packing and workspaces
+
+    def cost(blob: str) -> tuple[float, list]:
+        t0 = time.perf_counter()
+        ex = net.create_extractor()
+        ex.input("in0", x)
+        _, out = ex.extract(blob)
+        return (time.perf_counter() - t0) * 1e3, list(np.array(out).shape)
+
+    layers = [la for la in ncnn_layers(param) if la["type"] != "Input"]
+    rounds, outputs = [], {}
+    for _ in range(repeat):  # every layer once per round: a drifting machine drifts
+        cum, own = {"in0": 0.0}, {}  # less within a round than across the layers
+        for la in layers:
+            ms, outputs[la["name"]] = cost(la["tops"][0])
+            own[la["name"]] = ms - max((cum.get(b, 0.0) for b in la["bottoms"]), default=0.0)
+            cum.update(dict.fromkeys(la["tops"], ms))
+        rounds.append((cum, own))
+    rows = [{"layer": la["name"], "type": la["type"],
+             "output": [int(d) for d in outputs[la["name"]]],
+             "ms": max(float(np.median([own[la["name"]] for _, own in rounds])), 0.0),
+             "cumulative_ms": float(np.median([cum[la["tops"][0]] for cum, _ in rounds]))}
+            for la in layers]
+    total = time_calls(lambda: run(sample_input(shape)), repeat)["median_ms"]
+    return {"total_ms": total, "rows": rows, "ncnn": ncnn.__version__,
+            "threads": opt.num_threads}
+
+
 def register_peers() -> None:
-    """Register ``edge_sr.ort_bench(file, shape_json, repeat) -> json`` and
-    ``edge_sr.ncnn_bench(param_file, bin_file, shape_json, repeat) -> json`` (files:
-    uploads); each answers with an error object when its peer is not installed there."""
+    """Register ``edge_sr.ort_bench(file, shape_json, repeat) -> json``,
+    ``edge_sr.ncnn_bench(param_file, bin_file, shape_json, repeat) -> json`` and
+    ``edge_sr.ncnn_profile`` (same arguments; files: uploads); each answers with an error
+    object when its peer is not installed there."""
     import tvm
 
     def path(name: str) -> str:
@@ -191,5 +257,13 @@ def register_peers() -> None:
         except ImportError:
             return json.dumps({"error": "ncnn is not installed on the device"})
 
+    def ncnn_layers_remote(param: str, weights: str, shape_json: str, repeat: int) -> str:
+        try:
+            return json.dumps(ncnn_profile(path(param), path(weights), json.loads(shape_json),
+                                           int(repeat)))
+        except ImportError:
+            return json.dumps({"error": "ncnn is not installed on the device"})
+
     tvm.register_global_func("edge_sr.ort_bench", ort, override=True)
     tvm.register_global_func("edge_sr.ncnn_bench", ncnn, override=True)
+    tvm.register_global_func("edge_sr.ncnn_profile", ncnn_layers_remote, override=True)
