@@ -1,8 +1,8 @@
 """ncnn's per-layer profile of an artifact's model, where the artifact runs.
 
 ``edge-sr profile --ncnn`` puts ncnn's layers beside TVM's kernels, on this machine or on
-the device over RPC (``edge_sr.ncnn_profile`` of our server): the peer that leads on the
-emulated Pi shows which layers it wins. ncnn has no per-layer timer in Python, so
+the device over RPC (``edge_sr.ncnn_profile`` of our server), to show layer by layer
+where the two differ. ncnn has no per-layer timer in Python, so
 ``runtime.profile.ncnn_profile`` times each layer as the cost of extracting its output
 less that of its inputs; its rows are ncnn's layers as pnnx wrote them (separate PReLU
 layers, Split and Crop for GhostSR's shifts).
