@@ -109,7 +109,9 @@ def conv2d_winograd(data: te.Tensor, u: te.Tensor, padding: tuple[int, int, int,
 def schedule_winograd(sch: s_tir.Schedule, co_tile: int = 16) -> None:
     """All stages per block of tiles in one parallel loop over the blocks; the
     coefficient loops unrolled, the tiles of a block (the compute's ``vp``) as vector
-    lanes; an elementwise epilogue (bias, activation) computed in the output stage."""
+    lanes; an elementwise epilogue (bias, activation) computed in the output stage, which
+    is vectorized too (no branch per PReLU output; LLVM turns its strided lanes into a
+    4x4 transpose and contiguous stores)."""
     from .templates import divisors  # late: templates imports this module
 
     vp = int(sch.get(sch.get_sblock("wino_y")).writes[0].source.shape[-1])
@@ -128,6 +130,7 @@ def schedule_winograd(sch: s_tir.Schedule, co_tile: int = 16) -> None:
         sch.compute_at(sch.get_sblock(name), par, preserve_unit_loops=True)
     sch.unroll(i)
     sch.unroll(j)
+    sch.vectorize(v)
 
     def loops(name: str) -> list:
         return sch.get_loops(sch.get_sblock(name))[2:]  # below the batch and block loops
