@@ -250,7 +250,7 @@ class _Run:
     bf16: bool = False
     channels_last: bool = False
     forward: torch.nn.Module | None = None  # the model, or its compiled wrapper
-    prior: dict | None = None  # a finish run: steps and seconds behind its start weights
+    prior: dict | None = None  # a continued run: steps and seconds behind its start weights
 
     def __post_init__(self) -> None:
         # The wrapper shares the model's parameters; checkpoints and validation use the
@@ -383,7 +383,10 @@ def train(cfg: TrainConfig) -> dict:
     last = out / "last.pt"
     stored = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
     run = _build(cfg, spec, rec, stored is not None)
-    if cfg.finish:
+    # a finish, or a run from the model's own committed checkpoint, continues its
+    # training: the cost behind those weights counts (a transfer from another model's
+    # does not)
+    if cfg.finish or (cfg.init and Path(cfg.init).resolve() == spec.weights_path.resolve()):
         run.prior = stored.get("prior") if stored else checkpoints.training_cost(
             torch.load(cfg.init, map_location="cpu", weights_only=True))
     _check_schedule(stored and stored.get("schedule"), run.schedule(), last)

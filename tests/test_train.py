@@ -358,3 +358,19 @@ def test_ghost_route_trains_from_a_plain_model_and_resumes(tmp_path, tiny_data):
     assert first["iter"] == 2
     done = train(_cfg(tmp_path, tiny_data, "km", **cfg))  # resumes the converted model
     assert done["done"] and np.isfinite(done["best_psnr"])
+
+
+def test_a_run_from_the_models_own_checkpoint_counts_its_cost(tmp_path, tiny_data,
+                                                               monkeypatch):
+    import edge_sr.models as models
+
+    train(_cfg(tmp_path, tiny_data, "main", iters=3))
+    monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path)  # main.pt as the committed one
+    (tmp_path / "fsrcnn_tiny_x2.pt").write_bytes((tmp_path / "main.pt").read_bytes())
+    train(_cfg(tmp_path, tiny_data, "again", iters=3, init=str(tmp_path / "fsrcnn_tiny_x2.pt")))
+    main = torch.load(tmp_path / "main.pt", weights_only=True)
+    again = torch.load(tmp_path / "again.pt", weights_only=True)
+    assert again["prior"] == {"iter": main["iter"], "elapsed_s": main["elapsed_s"]}
+    # from another file (a transfer, e.g. x3 from x2's weights): its own cost only
+    train(_cfg(tmp_path, tiny_data, "other", iters=3, init=str(tmp_path / "main.pt")))
+    assert "prior" not in torch.load(tmp_path / "other.pt", weights_only=True)
