@@ -404,10 +404,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise DeviceError("--onnxruntime profiles on this machine only: leave out "
                            "--device/--tracker")
     if args.ncnn:
-        from .baselines import ncnn_pnnx
+        from .baselines.ncnn_profile import require
 
-        if not ncnn_pnnx.available():  # before the TVM profile, not after it
-            raise DeviceError("--ncnn needs ncnn and pnnx (pip install -e '.[ncnn]')")
+        require()  # before the TVM profile, not after it
     prof = profile_artifact(args.artifact, args.device, args.tracker, args.key, args.repeat)
     out, tables = {"tvm": prof}, [format_profile(prof)]
     if args.onnxruntime:

@@ -205,8 +205,9 @@ def ncnn_profile(param: str, weights: str, shape: list[int], repeat: int = 5) ->
 
     run, opt = ncnn_net(param, weights)
     net = run.net
-    x = ncnn.Mat(np.ascontiguousarray(sample_input(shape)[0], np.float32))
-    run(sample_input(shape))  # warm-up: packing and workspaces
+    inp = sample_input(shape)
+    x = ncnn.Mat(np.ascontiguousarray(inp[0], np.float32))
+    run(inp)  # warm-up: packing and workspaces
 
     def cost(blob: str) -> tuple[float, list]:
         t0 = time.perf_counter()
@@ -229,7 +230,7 @@ def ncnn_profile(param: str, weights: str, shape: list[int], repeat: int = 5) ->
              "ms": max(float(np.median([own[la["name"]] for _, own in rounds])), 0.0),
              "cumulative_ms": float(np.median([cum[la["tops"][0]] for cum, _ in rounds]))}
             for la in layers]
-    total = time_calls(lambda: run(sample_input(shape)), repeat)["median_ms"]
+    total = time_calls(lambda: run(inp), repeat)["median_ms"]
     return {"total_ms": total, "rows": rows, "ncnn": ncnn.__version__,
             "threads": opt.num_threads}
 
@@ -250,20 +251,15 @@ def register_peers() -> None:
         except ImportError:
             return json.dumps({"error": "onnxruntime is not installed on the device"})
 
-    def ncnn(param: str, weights: str, shape_json: str, repeat: int) -> str:
-        try:
-            return json.dumps(ncnn_bench(path(param), path(weights), json.loads(shape_json),
-                                         int(repeat)))
-        except ImportError:
-            return json.dumps({"error": "ncnn is not installed on the device"})
-
-    def ncnn_layers_remote(param: str, weights: str, shape_json: str, repeat: int) -> str:
-        try:
-            return json.dumps(ncnn_profile(path(param), path(weights), json.loads(shape_json),
-                                           int(repeat)))
-        except ImportError:
-            return json.dumps({"error": "ncnn is not installed on the device"})
+    def ncnn_remote(fn):  # edge_sr.ncnn_bench and edge_sr.ncnn_profile: the same arguments
+        def remote(param: str, weights: str, shape_json: str, repeat: int) -> str:
+            try:
+                return json.dumps(fn(path(param), path(weights), json.loads(shape_json),
+                                     int(repeat)))
+            except ImportError:
+                return json.dumps({"error": "ncnn is not installed on the device"})
+        return remote
 
     tvm.register_global_func("edge_sr.ort_bench", ort, override=True)
-    tvm.register_global_func("edge_sr.ncnn_bench", ncnn, override=True)
-    tvm.register_global_func("edge_sr.ncnn_profile", ncnn_layers_remote, override=True)
+    tvm.register_global_func("edge_sr.ncnn_bench", ncnn_remote(ncnn_bench), override=True)
+    tvm.register_global_func("edge_sr.ncnn_profile", ncnn_remote(ncnn_profile), override=True)

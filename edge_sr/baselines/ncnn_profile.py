@@ -21,6 +21,12 @@ from ..models import load_model
 from . import ncnn_pnnx
 
 
+def require() -> None:
+    """Refuse in one line where ncnn or pnnx (the ``ncnn`` extra) is missing."""
+    if not ncnn_pnnx.available():
+        raise DeviceError("--ncnn needs ncnn and pnnx (pip install -e '.[ncnn]')")
+
+
 def profile_ncnn(artifact: str | Path, device: str | None = None, tracker: str | None = None,
                  key: str = "", repeat: int = 5) -> dict:
     """Per-layer median times of the artifact's model in ncnn (float32) at its input shape.
@@ -31,8 +37,7 @@ def profile_ncnn(artifact: str | Path, device: str | None = None, tracker: str |
         ``{"model", "where", "input", "total_ms", "rows": [{"layer", "type", "output",
         "ms", "cumulative_ms", "share"}], "ncnn", "threads"}``.
     """
-    if not ncnn_pnnx.available():
-        raise DeviceError("--ncnn needs ncnn and pnnx (pip install -e '.[ncnn]')")
+    require()
     manifest = read_manifest(artifact)
     shape = [int(d) for d in manifest["input"]["shape"]]
     model = load_model(manifest["model"], manifest["build"]["config"].get("weights"))
