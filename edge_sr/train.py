@@ -31,7 +31,7 @@ from .data import TrainPatches
 from .errors import EdgeSRError
 from .evaluate import evaluate_module, load_pairs
 from .models import Discriminator, ModelError, ModelSpec, Recipe, checkpoints, get_spec, load_model
-from .train_init import init_from
+from .train_init import init_from, recorded_model
 
 LOG_FIELDS = ["iter", "loss", "lr", "val_psnr", "val_ssim", "elapsed_s"]
 # QAT fine-tunes a trained model: a short schedule at a low rate (unless given).
@@ -383,10 +383,10 @@ def train(cfg: TrainConfig) -> dict:
     last = out / "last.pt"
     stored = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
     run = _build(cfg, spec, rec, stored is not None)
-    # a finish, or a run from the model's own committed checkpoint, continues its
-    # training: the cost behind those weights counts (a transfer from another model's
-    # does not)
-    if cfg.finish or (cfg.init and Path(cfg.init).resolve() == spec.weights_path.resolve()):
+    # a finish, or a run from a checkpoint of the model itself (committed or a run's
+    # best), continues its training: the cost behind those weights counts (a transfer
+    # from another model's does not)
+    if cfg.finish or (cfg.init and recorded_model(cfg.init) == spec.name):
         run.prior = stored.get("prior") if stored else checkpoints.training_cost(
             torch.load(cfg.init, map_location="cpu", weights_only=True))
     _check_schedule(stored and stored.get("schedule"), run.schedule(), last)

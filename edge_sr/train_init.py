@@ -17,7 +17,7 @@ def _source(name: str, path: str | Path | None) -> nn.Module:
     return load_model(name, path or None, deploy=False)
 
 
-def _recorded_model(path: str | Path) -> str | None:
+def recorded_model(path: str | Path) -> str | None:
     """The model name an exported checkpoint records (``train`` writes it), else None."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -52,7 +52,7 @@ def init_from(model: nn.Module, spec: ModelSpec, rec: Recipe, init: str = "") ->
     Returns:
         The model to train (``model`` itself, or a converted one).
     """
-    if init and (not rec.init or _recorded_model(init) == spec.name):
+    if init and (not rec.init or recorded_model(init) == spec.name):
         copy_matching(model, _source(spec.name, init))
         return model
     if not rec.init:

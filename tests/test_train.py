@@ -371,6 +371,11 @@ def test_a_run_from_the_models_own_checkpoint_counts_its_cost(tmp_path, tiny_dat
     main = torch.load(tmp_path / "main.pt", weights_only=True)
     again = torch.load(tmp_path / "again.pt", weights_only=True)
     assert again["prior"] == {"iter": main["iter"], "elapsed_s": main["elapsed_s"]}
-    # from another file (a transfer, e.g. x3 from x2's weights): its own cost only
-    train(_cfg(tmp_path, tiny_data, "other", iters=3, init=str(tmp_path / "main.pt")))
+    # a run folder's export of the same model counts as well
+    train(_cfg(tmp_path, tiny_data, "run", iters=3, init=str(tmp_path / "main.pt")))
+    run = torch.load(tmp_path / "run.pt", weights_only=True)
+    assert run["prior"] == {"iter": main["iter"], "elapsed_s": main["elapsed_s"]}
+    # another model's weights (a transfer, e.g. x3 from x2's): its own cost only
+    torch.save({**main, "model": "fsrcnn_x2"}, tmp_path / "x2.pt")
+    train(_cfg(tmp_path, tiny_data, "other", iters=3, init=str(tmp_path / "x2.pt")))
     assert "prior" not in torch.load(tmp_path / "other.pt", weights_only=True)
