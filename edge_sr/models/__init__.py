@@ -48,6 +48,9 @@ class ModelSpec:
         int8_goal: Set5 PSNR drop (dB) the int8 fallback aims under, when tighter than
             the build's guard (the project's goals: 0.05 for FSRCNN and ECBSR, 0.1 for
             the rest).
+        int8_headroom: How many times under that drop the fallback aims on its
+            validation images (whole T91 images, training data): the test set's drop runs
+            1.4-2.1x the validation's for most models, 2.5-3.4x for fsrcnn_x3.
         source: For a model outside the registry, its ``--model`` reference
             (``models.external``); empty for registry models.
         kernels_of: Registry model whose tuning databases this one shares, its kernels
@@ -62,6 +65,7 @@ class ModelSpec:
     deploy: Callable[[nn.Module], nn.Module] = _eval_copy
     family: str = ""
     int8_goal: float = 0.1
+    int8_headroom: float = 2.0
     source: str = ""
     kernels_of: str = ""
 
@@ -86,8 +90,10 @@ def _register(specs: list[ModelSpec]) -> dict[str, ModelSpec]:
 
 
 MODELS: dict[str, ModelSpec] = _register(
+    # fsrcnn_x3's Set5 int8 drop ran 2.5-3.4x its validation drop in four builds (x2, x4
+    # and ECBSR: 1.4-2.1x), past the default headroom's 2x (docs/int8.md)
     [ModelSpec(f"fsrcnn_x{s}", partial(FSRCNN, s, 56, 12, 4), s, "y", family="fsrcnn",
-               int8_goal=0.05) for s in (2, 3, 4)]
+               int8_goal=0.05, int8_headroom=3.5 if s == 3 else 2.0) for s in (2, 3, 4)]
     + [
         ModelSpec("fsrcnn_s_x2", partial(FSRCNN, 2, 32, 5, 1), 2, "y", family="fsrcnn",
                   int8_goal=0.05),

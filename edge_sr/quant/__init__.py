@@ -66,7 +66,8 @@ class QuantConfig:
         crop: LR crop size of those crops.
         max_drop: The build's PSNR guard (dB). The fallback works until the validation
             drop is under half of it, or of the model's own ``int8_goal`` when that is
-            tighter: headroom for the test set.
+            tighter: headroom for the test set (``ModelSpec.int8_headroom``: half by
+            default).
         datasets: Calibration image folders (training sets, never the test sets).
         seed: Crop sampling seed.
         fallback: Keep sensitive layers float (mixed precision); False quantizes every
@@ -235,7 +236,7 @@ def fall_back(cal: Calibrated, plan: QuantPlan, spec: ModelSpec, cfg: QuantConfi
     def psnr_of(p: QuantPlan) -> float:
         return _val_psnr(lambda x: simulate(gm, p, x), pairs, spec)
 
-    aim = min(cfg.max_drop, spec.int8_goal) / 2
+    aim = min(cfg.max_drop, spec.int8_goal) / spec.int8_headroom
     psnr_float = _val_psnr(gm, pairs, spec)
     psnr_int8 = psnr_of(plan)
     int16, gain16 = [], {}
@@ -302,8 +303,8 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> Quantized:
     """Calibrate a deploy-form model and choose its int8 plan with float fallbacks:
     ``calibrate_graph``, ``plan_weights``, ``fall_back``.
 
-    Fallback, while the validation drop exceeds the aim (half of the guard or of the
-    model's ``int8_goal``, the tighter): first activation
+    Fallback, while the validation drop exceeds the aim (the guard or the model's
+    ``int8_goal``, the tighter, over its ``int8_headroom``: half by default): first activation
     tensors go to 16 bits, in the order of their gain (each measured once alone); then
     every layer's leave-one-out gain (dB recovered by keeping it float) is measured once
     and layers join the float set in that order (n + k simulations for n candidates and
