@@ -65,9 +65,9 @@ class QuantConfig:
         calib_images: Random LR crops from the training sets used for calibration.
         crop: LR crop size of those crops.
         max_drop: The build's PSNR guard (dB). The fallback works until the validation
-            drop is under half of it, or of the model's own ``int8_goal`` when that is
-            tighter: headroom for the test set (``ModelSpec.int8_headroom``: half by
-            default).
+            drop is under it, or the model's own ``int8_goal`` when that is tighter,
+            divided by the model's ``int8_headroom`` (2 by default): headroom for the
+            test set.
         datasets: Calibration image folders (training sets, never the test sets).
         seed: Crop sampling seed.
         fallback: Keep sensitive layers float (mixed precision); False quantizes every
@@ -304,7 +304,7 @@ def quantize(model: nn.Module, spec: ModelSpec, cfg: QuantConfig) -> Quantized:
     ``calibrate_graph``, ``plan_weights``, ``fall_back``.
 
     Fallback, while the validation drop exceeds the aim (the guard or the model's
-    ``int8_goal``, the tighter, over its ``int8_headroom``: half by default): first activation
+    ``int8_goal``, the tighter, divided by its ``int8_headroom``): first activation
     tensors go to 16 bits, in the order of their gain (each measured once alone); then
     every layer's leave-one-out gain (dB recovered by keeping it float) is measured once
     and layers join the float set in that order (n + k simulations for n candidates and
