@@ -37,8 +37,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                       init=args.init or "", adversarial=args.adversarial, threads=args.threads,
                       stop_after=args.stop_after, minutes=args.minutes, device=args.device,
                       bf16=args.bf16, compile=args.compile, qat=args.qat,
-                      distill=args.distill, downscales=args.downscales, finish=args.finish,
-                      lr_mult=args.lr_mult)
+                      distill=args.distill, teacher=args.teacher or "",
+                      downscales=args.downscales, finish=args.finish, lr_mult=args.lr_mult)
     result = train(cfg)
     print(json.dumps(result))
     return 0
@@ -517,8 +517,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finish", action="store_true",
                    help="the recipe's finishing fine-tune (float32, downscaled copies, low "
                    "rate) from --init or the committed weights; run folder runs/MODEL/finish")
+    p.add_argument("--teacher", help="a model of the same scale and colour whose committed "
+                   "weights teach this one (its outputs, computed once, are a second L1 "
+                   "target)")
     p.add_argument("--distill", type=float, default=1.0,
-                   help="QAT: weight of the L1 distance to the float model's output")
+                   help="weight of the L1 distance to the teacher's output (QAT: the float "
+                   "model's)")
     p.add_argument("--stop-after", type=int, default=0,
                    help="checkpoint and stop after N steps this run (rerun to continue)")
     p.add_argument("--minutes", type=float, default=0.0,

@@ -82,7 +82,11 @@ class TrainConfig:
             the committed weights) through the int8 fake-quant; exports a deploy-form
             checkpoint (default ``weights/MODEL.qat.pt``) with the learned activation
             scales, which ``build --dtype int8`` uses instead of calibrating.
-        distill: QAT only: weight of the L1 distance to the float model's output.
+        teacher: Registry name of a model of the same scale and colour whose committed
+            weights teach this one: its output on every training image (computed once)
+            is a second target, at weight ``distill``. Not with ``qat``.
+        distill: Weight of the L1 distance to the teacher's output (with ``qat``: the
+            float model's).
     """
 
     model: str
@@ -110,6 +114,7 @@ class TrainConfig:
     compile: bool | None = None
     qat: bool = False
     distill: float = 1.0
+    teacher: str = ""
     finish: bool = False
 
     def recipe(self, spec: ModelSpec) -> Recipe:
@@ -274,7 +279,12 @@ class _Run:
         lr_t, hr_t = self.batch()
         with torch.autocast(self.cfg.device.split(":")[0], torch.bfloat16, enabled=self.bf16):
             sr = self.forward(lr_t).float()
+        c = self.spec.channels
+        if hr_t.shape[1] > c:  # the HR patches carry the teacher's output
+            hr_t, taught = hr_t[:, :c], hr_t[:, c:]
         loss = F.l1_loss(sr, hr_t)
+        if self.cfg.teacher:
+            loss = loss + self.cfg.distill * F.l1_loss(sr, taught)
         if self.teacher is not None and self.cfg.distill:
             with torch.no_grad():
                 target = self.teacher(lr_t)
@@ -302,8 +312,10 @@ class _Run:
         return state
 
     def schedule(self) -> dict:
+        extra = {"teacher": self.cfg.teacher, "distill": self.cfg.distill} \
+            if self.cfg.teacher else {}
         return {**self.rec.schedule(), "seed": self.cfg.seed, "qat": self.cfg.qat,
-                "adversarial": self.cfg.adversarial}
+                "adversarial": self.cfg.adversarial, **extra}
 
     def restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -348,10 +360,31 @@ def _build(cfg: TrainConfig, spec: ModelSpec, rec: Recipe, resuming: bool) -> _R
     patch = rec.lr_patch * spec.scale
     data = TrainPatches(list(rec.datasets), spec.scale, spec.colour, patch, cfg.seed,
                         rec.downscales)
+    if cfg.teacher:
+        data.add_teacher(_teacher(cfg.teacher, spec))
     bf16 = rec.bf16 and native_bf16(dev)
     if bf16:
         keep_float32(output_layer(model), dev)
     return _Run(cfg, rec, spec, model, opt, data, disc, opt_d, teacher, bf16, channels_last)
+
+
+def _teacher(name: str, spec: ModelSpec):
+    """``name``'s committed deploy form as a function of one LR array (float32, clipped
+    to the image range, as the images it is compared with)."""
+    try:
+        t_spec = get_spec(name)
+        model = load_model(name)
+    except ModelError as err:
+        raise TrainError(f"--teacher {name}: {err}") from None
+    if (t_spec.scale, t_spec.colour) != (spec.scale, spec.colour):
+        raise TrainError(f"--teacher {name} is x{t_spec.scale} {t_spec.colour}; "
+                         f"{spec.name} is x{spec.scale} {spec.colour}")
+
+    @torch.no_grad()
+    def predict(lr):
+        return model(torch.from_numpy(lr)[None])[0].clamp(0, 1).numpy()
+
+    return predict
 
 
 def _committed_score(path: Path, name: str, spec: ModelSpec, pairs) -> float:
@@ -374,6 +407,9 @@ def train(cfg: TrainConfig) -> dict:
     """
     spec = get_spec(cfg.model)
     rec = cfg.recipe(spec)
+    if cfg.teacher and cfg.qat:
+        raise TrainError("--teacher is for float training; --qat distills from the float "
+                         "model itself")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

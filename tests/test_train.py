@@ -379,3 +379,25 @@ def test_a_run_from_the_models_own_checkpoint_counts_its_cost(tmp_path, tiny_dat
     torch.save({**main, "model": "fsrcnn_x2"}, tmp_path / "x2.pt")
     train(_cfg(tmp_path, tiny_data, "other", iters=3, init=str(tmp_path / "x2.pt")))
     assert "prior" not in torch.load(tmp_path / "other.pt", weights_only=True)
+
+
+def test_a_teacher_is_a_second_target_recorded_in_the_schedule(tmp_path, tiny_data):
+    train(_cfg(tmp_path, tiny_data, "alone"))
+    train(_cfg(tmp_path, tiny_data, "taught", teacher="fsrcnn_x2", distill=2.0))
+    wa, wt = _weights(tmp_path / "alone.pt"), _weights(tmp_path / "taught.pt")
+    assert not all(torch.equal(wa[k], wt[k]) for k in wa)
+    recipe = json.loads((tmp_path / "taught" / "recipe.json").read_text())
+    assert (recipe["teacher"], recipe["distill"]) == ("fsrcnn_x2", 2.0)
+    assert "teacher" not in json.loads((tmp_path / "alone" / "recipe.json").read_text())
+    with pytest.raises(TrainError, match="follows another schedule"):  # another weight
+        train(_cfg(tmp_path, tiny_data, "taught", teacher="fsrcnn_x2", iters=6, distill=1.0))
+
+
+@pytest.mark.parametrize("kw, match", [({"teacher": "fsrcnn_x3"}, "is x3 y"),
+                                       ({"teacher": "srresnet_b2_x4"}, "is x4 rgb"),
+                                       ({"teacher": "nope"}, "--teacher nope"),
+                                       ({"teacher": "fsrcnn_x2", "qat": True}, "float training")])
+def test_a_teacher_of_another_kind_is_refused_in_one_line(tmp_path, tiny_data, kw, match):
+    with pytest.raises(TrainError, match=match) as err:
+        train(_cfg(tmp_path, tiny_data, "bad", **kw))
+    assert "\n" not in str(err.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,8 +182,19 @@ class TrainPatches:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def add_teacher(self, predict: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Carry a teacher's output with every HR image, as extra channels: the patches
+        cut and augment it with the HR pixels they cover, at no cost per step.
+
+        Args:
+            predict: One (C, h, w) LR array -> the teacher's (C, h*scale, w*scale) output.
+        """
+        self.pairs = [(lr, np.concatenate([hr, predict(lr).astype(hr.dtype)]))
+                      for lr, hr in self.pairs]
+
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Draw ``size`` random augmented patches: (N,C,p/s,p/s) LR, (N,C,p,p) HR."""
+        """Draw ``size`` random augmented patches: (N,C,p/s,p/s) LR, (N,C,p,p) HR (2C
+        channels with a teacher: the HR patch, then the teacher's)."""
         lp, s = self.patch // self.scale, self.scale
         lrs, hrs = [], []
         for k in self.rng.choice(len(self.pairs), size=size, p=self.weights):

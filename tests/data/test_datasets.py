@@ -111,3 +111,14 @@ def test_downscaled_copies_are_extra_images_bicubic_and_skipped_when_too_small(t
     assert np.array_equal(hr_small, to_model_input(make_pair(rgb, 2, "y").hr, "y")[0])
     with pytest.raises(DatasetError, match="not in"):
         TrainPatches([str(folder)], 2, "y", patch=32, downscales=(1.5,))
+
+
+def test_a_teachers_output_is_cut_and_augmented_with_its_hr_patch(tmp_path):
+    folder = _folder(tmp_path / "d", [(80, 90), (64, 70)])
+    data = TrainPatches([str(folder)], 2, "y", patch=32, seed=3)
+    data.add_teacher(lambda lr: lr.repeat(2, axis=1).repeat(2, axis=2))  # nearest x2
+    lr, hr = data.batch(64)  # flips and transposes commute with nearest upscaling
+    assert hr.shape == (64, 2, 32, 32)
+    assert np.array_equal(hr[:, 1:], lr.repeat(2, axis=2).repeat(2, axis=3))
+    plain_lr, plain_hr = TrainPatches([str(folder)], 2, "y", patch=32, seed=3).batch(64)
+    assert np.array_equal(hr[:, :1], plain_hr) and np.array_equal(lr, plain_lr)
