@@ -357,11 +357,12 @@ def _build(cfg: TrainConfig, spec: ModelSpec, rec: Recipe, resuming: bool) -> _R
     if disc is not None:
         disc = disc.to(dev)
         opt_d = torch.optim.Adam(disc.parameters(), lr=rec.lr)
+    taught = _teacher(cfg.teacher, spec) if cfg.teacher else None  # refused before loading
     patch = rec.lr_patch * spec.scale
     data = TrainPatches(list(rec.datasets), spec.scale, spec.colour, patch, cfg.seed,
                         rec.downscales)
-    if cfg.teacher:
-        data.add_teacher(_teacher(cfg.teacher, spec))
+    if taught is not None:
+        data.add_teacher(taught)
     bf16 = rec.bf16 and native_bf16(dev)
     if bf16:
         keep_float32(output_layer(model), dev)
