@@ -279,12 +279,11 @@ class _Run:
         lr_t, hr_t = self.batch()
         with torch.autocast(self.cfg.device.split(":")[0], torch.bfloat16, enabled=self.bf16):
             sr = self.forward(lr_t).float()
-        c = self.spec.channels
-        if hr_t.shape[1] > c:  # the HR patches carry the teacher's output
-            hr_t, taught = hr_t[:, :c], hr_t[:, c:]
-        loss = F.l1_loss(sr, hr_t)
-        if self.cfg.teacher:
-            loss = loss + self.cfg.distill * F.l1_loss(sr, taught)
+        if self.cfg.teacher:  # the HR patches carry the teacher's output after the HR pixels
+            hr_t, taught = hr_t.split(self.spec.channels, dim=1)
+            loss = F.l1_loss(sr, hr_t) + self.cfg.distill * F.l1_loss(sr, taught)
+        else:
+            loss = F.l1_loss(sr, hr_t)
         if self.teacher is not None and self.cfg.distill:
             with torch.no_grad():
                 target = self.teacher(lr_t)
