@@ -33,6 +33,8 @@ from .evaluate import evaluate_module, load_pairs
 from .models import Discriminator, ModelError, ModelSpec, Recipe, checkpoints, get_spec, load_model
 from .train_init import init_from, recorded_model
 
+# The pixel losses a recipe may name (``Recipe.loss``).
+CRITERIA = {"l1": F.l1_loss, "mse": F.mse_loss}
 LOG_FIELDS = ["iter", "loss", "lr", "val_psnr", "val_ssim", "elapsed_s"]
 # QAT fine-tunes a trained model: a short schedule at a low rate (unless given).
 QAT_DEFAULTS = {"iters": 2000, "lr": 1e-4, "warmup": 0, "val_every": 250}
@@ -78,6 +80,7 @@ class TrainConfig:
         bf16: bfloat16 autocast (``None``: the recipe's choice, where the device has
             native bf16 arithmetic).
         compile: ``torch.compile`` the training forward (``None``: the recipe's choice).
+        loss: Pixel loss, a key of ``CRITERIA`` (``None``: the recipe's).
         qat: Quantization-aware fine-tuning of the deploy form (starting from ``init`` or
             the committed weights) through the int8 fake-quant; exports a deploy-form
             checkpoint (default ``weights/MODEL.qat.pt``) with the learned activation
@@ -112,6 +115,7 @@ class TrainConfig:
     device: str = "cpu"
     bf16: bool | None = None
     compile: bool | None = None
+    loss: str | None = None
     qat: bool = False
     distill: float = 1.0
     teacher: str = ""
@@ -120,7 +124,8 @@ class TrainConfig:
     def recipe(self, spec: ModelSpec) -> Recipe:
         """The model's recipe with this config's overrides applied."""
         over = {k: getattr(self, k) for k in ("iters", "batch", "lr_patch", "lr", "warmup",
-                                               "val_every", "val_dataset", "bf16", "compile")
+                                               "val_every", "val_dataset", "bf16", "compile",
+                                               "loss")
                 if getattr(self, k) is not None}
         if self.datasets is not None:
             over["datasets"] = tuple(self.datasets)
@@ -140,6 +145,8 @@ class TrainConfig:
         rec = replace(base, **over)
         if min(rec.iters, rec.batch, rec.lr_patch, rec.val_every) < 1 or rec.lr <= 0:
             raise TrainError("iters, batch, lr-patch and val-every must be >= 1 and lr > 0")
+        if rec.loss not in CRITERIA:
+            raise TrainError(f"unknown loss {rec.loss!r}; expected one of {', '.join(CRITERIA)}")
         return rec
 
 
@@ -279,11 +286,12 @@ class _Run:
         lr_t, hr_t = self.batch()
         with torch.autocast(self.cfg.device.split(":")[0], torch.bfloat16, enabled=self.bf16):
             sr = self.forward(lr_t).float()
+        crit = CRITERIA[self.rec.loss]
         if self.cfg.teacher:  # the HR patches carry the teacher's output after the HR pixels
             hr_t, taught = hr_t.split(self.spec.channels, dim=1)
-            loss = F.l1_loss(sr, hr_t) + self.cfg.distill * F.l1_loss(sr, taught)
+            loss = crit(sr, hr_t) + self.cfg.distill * crit(sr, taught)
         else:
-            loss = F.l1_loss(sr, hr_t)
+            loss = crit(sr, hr_t)
         if self.teacher is not None and self.cfg.distill:
             with torch.no_grad():
                 target = self.teacher(lr_t)

@@ -96,6 +96,24 @@ def test_downscales_are_part_of_the_schedule_only_when_used(tmp_path, tiny_data)
     assert "downscales" not in json.loads((tmp_path / "plain" / "recipe.json").read_text())
 
 
+def test_an_mse_run_trains_other_weights_and_keeps_its_loss_in_the_schedule(tmp_path,
+                                                                           tiny_data):
+    train(_cfg(tmp_path, tiny_data, "l1"))
+    train(_cfg(tmp_path, tiny_data, "mse", loss="mse", stop_after=3))
+    assert "loss" not in json.loads((tmp_path / "l1" / "recipe.json").read_text())
+    assert json.loads((tmp_path / "mse" / "recipe.json").read_text())["loss"] == "mse"
+    with pytest.raises(TrainError, match="loss='mse'"):  # resumed with the recipe's L1
+        train(_cfg(tmp_path, tiny_data, "mse"))
+    train(_cfg(tmp_path, tiny_data, "mse", loss="mse"))
+    w1, w2 = _weights(tmp_path / "l1.pt"), _weights(tmp_path / "mse.pt")
+    assert not all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_an_unknown_loss_is_refused_in_one_line(tmp_path, tiny_data):
+    with pytest.raises(TrainError, match="unknown loss 'l3'; expected one of l1, mse"):
+        train(_cfg(tmp_path, tiny_data, "bad", loss="l3"))
+
+
 def test_finish_fine_tunes_given_weights_in_float32_with_downscaled_copies(tmp_path, tiny_data):
     train(_cfg(tmp_path, tiny_data, "main", model="fsrcnn_x2", iters=3))
     train(_cfg(tmp_path, tiny_data, "fin", model="fsrcnn_x2", iters=3, finish=True,

@@ -67,6 +67,8 @@ class Recipe:
         compile: Run the training step's forward and backward through ``torch.compile``
             (on for the models it speeds up: FSRCNN 1.3x, ECBSR 1.5x on the host; XLSR
             runs slower compiled, SRResNet level, GhostSR's sampled shift breaks graphs).
+        loss: Pixel loss, a key of ``edge_sr.train.CRITERIA``: ``"l1"``, or ``"mse"``
+            (the squared error PSNR measures; not used by any recipe, docs/training.md).
     """
 
     iters: int
@@ -85,6 +87,7 @@ class Recipe:
     val_dataset: str = VAL_SET
     downscales: tuple[float, ...] = ()
     finish: Finish | None = None
+    loss: str = "l1"
 
     def schedule(self) -> dict:
         """The fields a resumed run must share with the run it continues."""
@@ -95,6 +98,8 @@ class Recipe:
                    list(d[k]) if k == "datasets" else d[k]) for k in keep}
         if self.downscales:  # absent when unused, so runs stored without it still resume
             out["downscales"] = list(self.downscales)
+        if self.loss != "l1":  # likewise
+            out["loss"] = self.loss
         return out
 
     def finish_recipe(self) -> Recipe:
