@@ -17,7 +17,8 @@ emulated Pi (QEMU user-mode, rpi4 target, 128x128): an ECBSR 16 -> 16 conv 112 m
 (tuned), 36-41 ms here; its 16 -> 4 tail 31 -> 15 ms. Not on x86: on the host (AVX-512,
 360x640, alternated in one process) a 16 -> 16 conv took 18.1 ms against 12.0 ms direct;
 the direct kernels run near the FMA peak there, and the transforms' stride-4 gathers and
-scatters cost more than the multiply-adds saved.
+scatters cost more than the multiply-adds saved. F(6x6, 3x3) (ncnn's tile) is not used:
+1.03-1.10x slower on the emulated Pi (docs/tuning.md).
 
 The compute keeps the tiles of one tile row in blocks of ``vp`` (the target's float32
 vector lanes) tiles, which are the vector lanes of every stage; ``schedule_winograd``
