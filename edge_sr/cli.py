@@ -36,7 +36,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                       out=args.out or "", val_every=args.val_every, export=args.export or "",
                       init=args.init or "", adversarial=args.adversarial, threads=args.threads,
                       stop_after=args.stop_after, minutes=args.minutes, device=args.device,
-                      bf16=args.bf16, compile=args.compile, loss=args.loss, qat=args.qat,
+                      bf16=args.bf16, compile=args.compile, loss=args.loss, ema=args.ema,
+                      qat=args.qat,
                       distill=args.distill, teacher=args.teacher or "",
                       downscales=args.downscales, finish=args.finish, lr_mult=args.lr_mult)
     result = train(cfg)
@@ -501,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
                    f"wins), e.g. deconv=0.1; none: every layer at lr; {recipe}")
     p.add_argument("--loss",
                    help=f"pixel loss: l1, or mse (what PSNR measures, for fine-tunes); {recipe}")
+    p.add_argument("--ema", type=float, metavar="DECAY",
+                   help="validate and export a moving average of the weights with this "
+                   f"decay per step, e.g. 0.999 (0: off); {recipe}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/MODEL)")
     p.add_argument("--val-every", type=int, help=recipe)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from .data import TrainPatches
@@ -81,6 +82,8 @@ class TrainConfig:
             native bf16 arithmetic).
         compile: ``torch.compile`` the training forward (``None``: the recipe's choice).
         loss: Pixel loss, a key of ``CRITERIA`` (``None``: the recipe's).
+        ema: Decay of the weights' moving average that is validated and exported, in
+            [0, 1) (``None``: the recipe's; 0: off). Not with ``qat``.
         qat: Quantization-aware fine-tuning of the deploy form (starting from ``init`` or
             the committed weights) through the int8 fake-quant; exports a deploy-form
             checkpoint (default ``weights/MODEL.qat.pt``) with the learned activation
@@ -116,6 +119,7 @@ class TrainConfig:
     bf16: bool | None = None
     compile: bool | None = None
     loss: str | None = None
+    ema: float | None = None
     qat: bool = False
     distill: float = 1.0
     teacher: str = ""
@@ -125,7 +129,7 @@ class TrainConfig:
         """The model's recipe with this config's overrides applied."""
         over = {k: getattr(self, k) for k in ("iters", "batch", "lr_patch", "lr", "warmup",
                                                "val_every", "val_dataset", "bf16", "compile",
-                                               "loss")
+                                               "loss", "ema")
                 if getattr(self, k) is not None}
         if self.datasets is not None:
             over["datasets"] = tuple(self.datasets)
@@ -145,6 +149,10 @@ class TrainConfig:
         rec = replace(base, **over)
         if min(rec.iters, rec.batch, rec.lr_patch, rec.val_every) < 1 or rec.lr <= 0:
             raise TrainError("iters, batch, lr-patch and val-every must be >= 1 and lr > 0")
+        if not 0 <= rec.ema < 1:
+            raise TrainError(f"ema: expected a decay in [0, 1), got {rec.ema}")
+        if self.qat and rec.ema:
+            raise TrainError("--ema is for float training, not --qat")
         if rec.loss not in CRITERIA:
             raise TrainError(f"unknown loss {rec.loss!r}; expected one of {', '.join(CRITERIA)}")
         return rec
@@ -263,11 +271,22 @@ class _Run:
     channels_last: bool = False
     forward: torch.nn.Module | None = None  # the model, or its compiled wrapper
     prior: dict | None = None  # a continued run: steps and seconds behind its start weights
+    averaged: AveragedModel | None = None  # the weights' moving average (``Recipe.ema``)
 
     def __post_init__(self) -> None:
         # The wrapper shares the model's parameters; checkpoints and validation use the
         # plain module (no recompilation for eval mode or whole-image shapes).
         self.forward = torch.compile(self.model) if self.rec.compile else self.model
+        if self.rec.ema:
+            self.averaged = AveragedModel(self.model, use_buffers=True,
+                                          multi_avg_fn=get_ema_multi_avg_fn(self.rec.ema))
+            # its first update copies: the average starts at the weights the run starts from
+            self.averaged.update_parameters(self.model)
+
+    @property
+    def scored(self) -> torch.nn.Module:
+        """The weights that are validated, selected and exported."""
+        return self.averaged.module if self.averaged is not None else self.model
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         lr_t, hr_t = (torch.from_numpy(a).to(self.cfg.device)
@@ -301,6 +320,8 @@ class _Run:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
         if self.disc is not None:
             d_loss = (F.softplus(-self.disc(hr_t)).mean()
                       + F.softplus(self.disc(sr.detach())).mean())
@@ -316,6 +337,8 @@ class _Run:
                  "schedule": self.schedule(), "prior": self.prior}
         if self.disc is not None:
             state.update(disc=self.disc.state_dict(), opt_d=self.opt_d.state_dict())
+        if self.averaged is not None:
+            state["ema"] = self.averaged.state_dict()
         return state
 
     def schedule(self) -> dict:
@@ -327,6 +350,8 @@ class _Run:
     def restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
+        if self.averaged is not None:
+            self.averaged.load_state_dict(state["ema"])
         if self.disc is not None and "disc" in state:
             self.disc.load_state_dict(state["disc"])
             self.opt_d.load_state_dict(state["opt_d"])
@@ -550,7 +575,7 @@ def _budget_spent(cfg: TrainConfig, start: int, done: int, t0: float) -> bool:
 
 def _validate(run: _Run, deploy, pairs) -> dict:
     """Score the deploy form on the validation images (on the CPU, in float32)."""
-    model = run.model if run.cfg.device == "cpu" else copy.deepcopy(run.model).cpu()
+    model = run.scored if run.cfg.device == "cpu" else copy.deepcopy(run.scored).cpu()
     try:
         return evaluate_module(deploy(model.eval()), run.spec, pairs)["mean"]
     finally:
@@ -561,7 +586,7 @@ def _weights(run: _Run, done: int, val: dict, elapsed: float) -> dict:
     """A checkpoint ``load_model`` reads: the training form's weights, their validation
     score and what they cost (steps, seconds over every invocation, device)."""
     ckpt = {"state_dict": {k: v.detach().cpu().contiguous()
-                           for k, v in run.model.state_dict().items()},
+                           for k, v in run.scored.state_dict().items()},
             "model": run.cfg.model, "iter": done, "val_psnr": val["psnr"],
             "val_dataset": run.rec.val_dataset, "schedule": run.schedule(),
             "elapsed_s": elapsed, "device": run.cfg.device.split(":")[0]}

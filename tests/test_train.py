@@ -114,6 +114,38 @@ def test_an_unknown_loss_is_refused_in_one_line(tmp_path, tiny_data):
         train(_cfg(tmp_path, tiny_data, "bad", loss="l3"))
 
 
+def test_a_slow_average_exports_the_weights_it_started_from(tmp_path, tiny_data):
+    train(_cfg(tmp_path, tiny_data, "start", iters=3))
+    start = _weights(tmp_path / "start.pt")
+    train(_cfg(tmp_path, tiny_data, "avg", init=str(tmp_path / "start.pt"), ema=1 - 1e-9))
+    trained = torch.load(tmp_path / "avg" / "last.pt", weights_only=False)["model"]
+    averaged = _weights(tmp_path / "avg.pt")
+    assert all(torch.allclose(averaged[k], start[k], atol=1e-6) for k in start)
+    assert not all(torch.allclose(trained[k], start[k], atol=1e-6) for k in start)
+
+
+def test_an_averaged_run_resumes_exactly_and_keeps_its_decay_in_the_schedule(tmp_path,
+                                                                             tiny_data):
+    train(_cfg(tmp_path, tiny_data, "straight", ema=0.5))
+    train(_cfg(tmp_path, tiny_data, "resumed", ema=0.5, stop_after=4))
+    with pytest.raises(TrainError, match="ema=0.5"):
+        train(_cfg(tmp_path, tiny_data, "resumed"))
+    train(_cfg(tmp_path, tiny_data, "resumed", ema=0.5))
+    ws, wr = _weights(tmp_path / "straight.pt"), _weights(tmp_path / "resumed.pt")
+    assert all(torch.allclose(ws[k], wr[k]) for k in ws)
+    plain = train(_cfg(tmp_path, tiny_data, "plain"))
+    assert plain["iter"] == 6
+    wp = _weights(tmp_path / "plain.pt")
+    assert not all(torch.allclose(ws[k], wp[k]) for k in ws)
+
+
+@pytest.mark.parametrize("kw, match", [({"ema": 1.0}, r"ema: expected a decay in \[0, 1\)"),
+                                       ({"ema": 0.9, "qat": True}, "not --qat")])
+def test_a_wrong_average_is_refused_in_one_line(tmp_path, tiny_data, kw, match):
+    with pytest.raises(TrainError, match=match):
+        train(_cfg(tmp_path, tiny_data, "bad", **kw))
+
+
 def test_finish_fine_tunes_given_weights_in_float32_with_downscaled_copies(tmp_path, tiny_data):
     train(_cfg(tmp_path, tiny_data, "main", model="fsrcnn_x2", iters=3))
     train(_cfg(tmp_path, tiny_data, "fin", model="fsrcnn_x2", iters=3, finish=True,

@@ -69,6 +69,8 @@ class Recipe:
             runs slower compiled, SRResNet level, GhostSR's sampled shift breaks graphs).
         loss: Pixel loss, a key of ``edge_sr.train.CRITERIA``: ``"l1"``, or ``"mse"``
             (the squared error PSNR measures; not used by any recipe, docs/training.md).
+        ema: Decay of an exponential moving average of the weights, which is what is
+            validated, selected and exported (0: the weights themselves).
     """
 
     iters: int
@@ -88,6 +90,7 @@ class Recipe:
     downscales: tuple[float, ...] = ()
     finish: Finish | None = None
     loss: str = "l1"
+    ema: float = 0.0
 
     def schedule(self) -> dict:
         """The fields a resumed run must share with the run it continues."""
@@ -100,6 +103,8 @@ class Recipe:
             out["downscales"] = list(self.downscales)
         if self.loss != "l1":  # likewise
             out["loss"] = self.loss
+        if self.ema:
+            out["ema"] = self.ema
         return out
 
     def finish_recipe(self) -> Recipe:
