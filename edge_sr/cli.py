@@ -501,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "parameters whose name contains NAME learn at lr * F (first match "
                    f"wins), e.g. deconv=0.1; none: every layer at lr; {recipe}")
     p.add_argument("--loss",
-                   help=f"pixel loss: l1, or mse (what PSNR measures, for fine-tunes); {recipe}")
+                   help=f"pixel loss: l1 or mse; {recipe}")
     p.add_argument("--ema", type=float, metavar="DECAY",
                    help="validate and export a moving average of the weights with this "
                    f"decay per step, e.g. 0.999 (0: off); {recipe}")

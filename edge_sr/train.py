@@ -91,8 +91,8 @@ class TrainConfig:
         teacher: Registry name of a model of the same scale and colour whose committed
             weights teach this one: its output on every training image (computed once)
             is a second target, at weight ``distill``. Not with ``qat``.
-        distill: Weight of the L1 distance to the teacher's output (with ``qat``: the
-            float model's).
+        distill: Weight of the distance to the teacher's output, in the run's pixel loss
+            (with ``qat``: the L1 distance to the float model's).
     """
 
     model: str
