@@ -39,6 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       bf16=args.bf16, compile=args.compile, loss=args.loss, ema=args.ema,
                       qat=args.qat,
                       distill=args.distill, teacher=args.teacher or "",
+                      teacher_x8=args.teacher_x8,
                       downscales=args.downscales, finish=args.finish, lr_mult=args.lr_mult)
     result = train(cfg)
     print(json.dumps(result))
@@ -526,6 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="a model of the same scale and colour whose committed "
                    "weights teach this one (its outputs, computed once, are a second L1 "
                    "target)")
+    p.add_argument("--teacher-x8", action="store_true",
+                   help="the teacher's output is the mean over the eight flips and rotations "
+                   "of each image (EDSR's self-ensemble; eight passes at start-up)")
     p.add_argument("--distill", type=float, default=1.0,
                    help="weight of the L1 distance to the teacher's output (QAT: the float "
                    "model's)")

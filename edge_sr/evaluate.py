@@ -57,6 +57,20 @@ def run_torch(model: nn.Module, lr: np.ndarray, colour: str) -> np.ndarray:
     return output_to_image(model(x)[0].numpy(), colour)
 
 
+@torch.no_grad()
+def self_ensemble(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The mean of ``model``'s outputs over the eight flips and 90-degree rotations of
+    ``x`` (N, C, H, W), each mapped back and clipped to [0, 1]: EDSR's "+", at eight
+    times the cost of one pass."""
+    acc = torch.zeros(())
+    for k in range(4):
+        for flip in (False, True):
+            t = torch.rot90(x, k, (2, 3))
+            y = model(t.flip(3) if flip else t).clamp(0, 1)
+            acc = acc + torch.rot90(y.flip(3) if flip else y, -k, (2, 3))
+    return acc / 8
+
+
 def score_images(pairs: list[PairSample], outputs: list[np.ndarray], scale: int) -> dict:
     """Per-image and mean PSNR/SSIM of outputs and of bicubic, in the JSON report layout."""
     images = []

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .data import TrainPatches
 from .errors import EdgeSRError
-from .evaluate import evaluate_module, load_pairs
+from .evaluate import evaluate_module, load_pairs, self_ensemble
 from .models import Discriminator, ModelError, ModelSpec, Recipe, checkpoints, get_spec, load_model
 from .train_init import init_from, recorded_model
 
@@ -93,6 +93,8 @@ class TrainConfig:
             is a second target, at weight ``distill``. Not with ``qat``.
         distill: Weight of the distance to the teacher's output, in the run's pixel loss
             (with ``qat``: the L1 distance to the float model's).
+        teacher_x8: The teacher's output is its self-ensemble (``self_ensemble``: eight
+            passes per image, once, at start-up) instead of one pass.
     """
 
     model: str
@@ -123,6 +125,7 @@ class TrainConfig:
     qat: bool = False
     distill: float = 1.0
     teacher: str = ""
+    teacher_x8: bool = False
     finish: bool = False
 
     def recipe(self, spec: ModelSpec) -> Recipe:
@@ -344,6 +347,8 @@ class _Run:
     def schedule(self) -> dict:
         extra = {"teacher": self.cfg.teacher, "distill": self.cfg.distill} \
             if self.cfg.teacher else {}
+        if self.cfg.teacher_x8:  # recorded only when set: older runs' schedules still match
+            extra["teacher_x8"] = True
         return {**self.rec.schedule(), "seed": self.cfg.seed, "qat": self.cfg.qat,
                 "adversarial": self.cfg.adversarial, **extra}
 
@@ -389,7 +394,8 @@ def _build(cfg: TrainConfig, spec: ModelSpec, rec: Recipe, resuming: bool) -> _R
     if disc is not None:
         disc = disc.to(dev)
         opt_d = torch.optim.Adam(disc.parameters(), lr=rec.lr)
-    taught = _teacher(cfg.teacher, spec) if cfg.teacher else None  # refused before loading
+    # a bad teacher is refused before the training images load
+    taught = _teacher(cfg.teacher, spec, cfg.teacher_x8) if cfg.teacher else None
     patch = rec.lr_patch * spec.scale
     data = TrainPatches(list(rec.datasets), spec.scale, spec.colour, patch, cfg.seed,
                         rec.downscales)
@@ -401,9 +407,9 @@ def _build(cfg: TrainConfig, spec: ModelSpec, rec: Recipe, resuming: bool) -> _R
     return _Run(cfg, rec, spec, model, opt, data, disc, opt_d, teacher, bf16, channels_last)
 
 
-def _teacher(name: str, spec: ModelSpec):
+def _teacher(name: str, spec: ModelSpec, x8: bool = False):
     """``name``'s committed deploy form as a function of one LR array (float32, clipped
-    to the image range, as the images it is compared with)."""
+    to the image range, as the images it is compared with); ``x8``: its self-ensemble."""
     try:
         t_spec = get_spec(name)
         model = load_model(name)
@@ -415,7 +421,8 @@ def _teacher(name: str, spec: ModelSpec):
 
     @torch.no_grad()
     def predict(lr):
-        return model(torch.from_numpy(lr)[None])[0].clamp(0, 1).numpy()
+        x = torch.from_numpy(lr)[None]
+        return (self_ensemble(model, x) if x8 else model(x).clamp(0, 1))[0].numpy()
 
     return predict
 
@@ -443,6 +450,8 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.teacher and cfg.qat:
         raise TrainError("--teacher is for float training; --qat distills from the float "
                          "model itself")
+    if cfg.teacher_x8 and not cfg.teacher:
+        raise TrainError("--teacher-x8 needs --teacher")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from edge_sr.evaluate import EvalConfig, evaluate
 from edge_sr.models import MODELS
@@ -77,3 +78,24 @@ def test_eval_without_a_checkpoint_is_one_line():
     assert proc.returncode == 2
     assert f"no checkpoint for model {missing[0]}" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+def test_self_ensemble_is_the_mean_over_the_eight_flips_and_rotations():
+    from edge_sr.evaluate import self_ensemble
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 5, 7)
+    # a pointwise model commutes with every flip and rotation: the ensemble is one pass
+    assert torch.allclose(self_ensemble(lambda t: t * 0.5, x), x * 0.5)
+    # a model that keeps the top-left pixel only does not: the eight passes map it back to
+    # the four corners, each twice
+
+    def corner(t):
+        out = torch.zeros_like(t)
+        out[..., 0, 0] = t[..., 0, 0]
+        return out
+
+    want = torch.zeros_like(x)
+    for i, j in ((0, 0), (0, 6), (4, 0), (4, 6)):
+        want[0, 0, i, j] = x[0, 0, i, j] * 2 / 8
+    assert torch.allclose(self_ensemble(corner, x), want)

@@ -441,12 +441,20 @@ def test_a_teacher_is_a_second_target_recorded_in_the_schedule(tmp_path, tiny_da
     assert "teacher" not in json.loads((tmp_path / "alone" / "recipe.json").read_text())
     with pytest.raises(TrainError, match="follows another schedule"):  # another weight
         train(_cfg(tmp_path, tiny_data, "taught", teacher="fsrcnn_x2", iters=6, distill=1.0))
+    # the self-ensembled teacher is another target: recorded, and another schedule
+    train(_cfg(tmp_path, tiny_data, "x8", teacher="fsrcnn_x2", distill=2.0, teacher_x8=True))
+    assert json.loads((tmp_path / "x8" / "recipe.json").read_text())["teacher_x8"] is True
+    assert not all(torch.equal(wt[k], v) for k, v in _weights(tmp_path / "x8.pt").items())
+    with pytest.raises(TrainError, match="follows another schedule"):
+        train(_cfg(tmp_path, tiny_data, "taught", teacher="fsrcnn_x2", distill=2.0,
+                   teacher_x8=True))
 
 
 @pytest.mark.parametrize("kw, match", [({"teacher": "fsrcnn_x3"}, "is x3 y"),
                                        ({"teacher": "srresnet_b2_x4"}, "is x4 rgb"),
                                        ({"teacher": "nope"}, "--teacher nope"),
-                                       ({"teacher": "fsrcnn_x2", "qat": True}, "float training")])
+                                       ({"teacher": "fsrcnn_x2", "qat": True}, "float training"),
+                                       ({"teacher_x8": True}, "needs --teacher")])
 def test_a_teacher_of_another_kind_is_refused_in_one_line(tmp_path, tiny_data, kw, match):
     with pytest.raises(TrainError, match=match) as err:
         train(_cfg(tmp_path, tiny_data, "bad", **kw))
