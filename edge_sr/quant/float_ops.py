@@ -106,5 +106,9 @@ class Emitter:
 
 
 def const_expr(gm: fx.GraphModule, node: fx.Node) -> relax.Constant:
-    """A ``get_attr`` tensor as a float32 Relax constant."""
-    return relax.const(np.asarray(constant(gm, node).float().numpy(), dtype="float32"))
+    """A ``get_attr`` tensor as a Relax constant: float32, or int64 for an index tensor
+    (GhostSR's channel gather feeds ``take``, which needs integer indices)."""
+    value = constant(gm, node)
+    if not value.is_floating_point():
+        return relax.const(value.long().numpy(), dtype="int64")
+    return relax.const(np.asarray(value.float().numpy(), dtype="float32"))

@@ -116,6 +116,29 @@ def test_ops_without_an_integer_form_compute_the_simulation(factory):
     assert _agrees(out, sim.numpy())
 
 
+class _Gathered(torch.nn.Module):
+    """conv -> a channel gather by an integer buffer (GhostSR's ghost order) -> conv."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.a, self.b = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 1, 3, padding=1)
+        self.register_buffer("gather", torch.tensor([2, 0, 3, 1]))
+
+    def forward(self, x):
+        return self.b(self.a(x).index_select(1, self.gather))
+
+
+def test_an_index_buffer_stays_integer_in_the_simulation_and_the_module():
+    gm = trace(_Gathered())
+    xs = [torch.rand(1, 1, 20, 20) for _ in range(3)]
+    plan = make_plan(gm, calibrate(gm, xs), "mse")
+    out, sim = _run(lower_to_relax(gm, plan, (1, 1, 20, 20)), xs[0]), simulate(gm, plan, xs[0])
+    assert _agrees(out, sim.numpy())
+    ref = _Gathered()(xs[0]).detach().numpy()
+    assert np.abs(sim.numpy() - ref).max() < 0.05  # the channels went where the index says
+
+
 def test_observers_order_and_dtype():
     res = Reservoir()
     rng = np.random.default_rng(0)
