@@ -53,7 +53,7 @@ def cmd_train_zoo(args: argparse.Namespace) -> int:
     result = train_zoo(ZooTrainConfig(models=args.model or [], minutes=args.minutes,
                                       runs=args.runs, threads=args.threads,
                                       device=args.device, jobs=args.jobs,
-                                      early=args.early))
+                                      early=args.early, weights=args.weights))
     print(json.dumps(result, indent=1))
     return 0
 
@@ -551,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--early", action="store_true",
                    help="start pruned/transferred runs from their source's committed "
                         "weights before its schedule ends (recorded in source.json)")
+    p.add_argument("--weights", default="",
+                   help="folder for each run's best weights (default: the committed files, "
+                        "replaced only when a run beats them on the held-out images)")
 
     p = sub.add_parser("eval", help="PSNR/SSIM of a model vs bicubic on a dataset")
     p.add_argument("--model", required=True,

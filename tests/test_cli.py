@@ -37,3 +37,16 @@ def test_an_interrupted_command_is_one_line_and_exit_130(capsys, monkeypatch):
     monkeypatch.setitem(cli.COMMANDS, "train-zoo", stopped)
     assert main(["train-zoo", "--minutes", "1"]) == 130
     assert capsys.readouterr().err.strip() == "edge-sr train-zoo: interrupted"
+
+
+def test_train_zoo_exports_to_the_weights_folder_it_is_given(monkeypatch, tmp_path, capsys):
+    """``--weights`` reaches ``ZooTrainConfig``: a run can advance without touching the
+    committed checkpoints."""
+    import edge_sr.train_zoo as tz
+
+    seen = []
+    monkeypatch.setattr(tz, "train_zoo", lambda cfg: seen.append(cfg) or {})
+    assert main(["train-zoo", "--model", "fsrcnn_tiny_x2", "--minutes", "1",
+                 "--weights", str(tmp_path)]) == 0
+    assert seen[0].weights == str(tmp_path) and seen[0].models == ["fsrcnn_tiny_x2"]
+    assert main(["train-zoo", "--minutes", "1"]) == 0 and seen[1].weights == ""
