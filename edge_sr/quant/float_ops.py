@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.fx as fx
 from torch import nn
@@ -76,12 +75,20 @@ def run(gm: fx.GraphModule, node: fx.Node, value: Callable[[fx.Node], object]):
     return out.to(back) if isinstance(out, torch.Tensor) else out
 
 
-def constant(gm: fx.GraphModule, node: fx.Node) -> torch.Tensor:
-    """The tensor a ``get_attr`` node reads (a learned scalar, a fixed map)."""
+def constant(gm: fx.GraphModule, node: fx.Node, dtype: torch.dtype) -> torch.Tensor:
+    """The tensor a ``get_attr`` node reads (a learned scalar, a fixed map, an index).
+
+    Args:
+        gm: The traced model.
+        node: A ``get_attr`` node.
+        dtype: Floating dtype a floating tensor is cast to. An integer tensor keeps its
+            type: it is an index (GhostSR's channel gather), and ``take`` needs one.
+    """
     value = gm
     for atom in node.target.split("."):
         value = getattr(value, atom)
-    return value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    value = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    return value.to(dtype) if value.is_floating_point() else value
 
 
 class Emitter:
@@ -106,9 +113,5 @@ class Emitter:
 
 
 def const_expr(gm: fx.GraphModule, node: fx.Node) -> relax.Constant:
-    """A ``get_attr`` tensor as a Relax constant: float32, or int64 for an index tensor
-    (GhostSR's channel gather feeds ``take``, which needs integer indices)."""
-    value = constant(gm, node)
-    if not value.is_floating_point():
-        return relax.const(value.long().numpy(), dtype="int64")
-    return relax.const(np.asarray(value.float().numpy(), dtype="float32"))
+    """A ``get_attr`` tensor as a Relax constant: float32, or an index in its integer type."""
+    return relax.const(constant(gm, node, torch.float32).numpy())

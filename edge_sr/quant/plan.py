@@ -404,9 +404,8 @@ def interpret(gm: fx.GraphModule, plan: QuantPlan, x: torch.Tensor,
             v = move(gm, node, arg(node.args[0]))
         elif k == "float":
             v = float_ops.run(gm, node, value)
-        elif k == "const":  # an index (GhostSR's channel gather) keeps its integer dtype
-            v = float_ops.constant(gm, node)
-            v = v.to(x.dtype) if v.is_floating_point() else v
+        elif k == "const":
+            v = float_ops.constant(gm, node, x.dtype)
         elif k == "shift":
             v = shift2d(arg(node.args[0]), *node.args[1:])
         elif k == "add":
