@@ -9,12 +9,14 @@ import torch
 from .evaluate import evaluate_module, load_pairs
 from .models import MODELS, WEIGHTS_DIR, checkpoints, load_model
 
-# Published Y-channel figures (PSNR, SSIM or None), from shared/datasets/README.md.
+# Published Y-channel figures (PSNR, SSIM or None): shared/datasets/README.md, and the
+# FSRCNN paper's FSRCNN-s and the ECBSR paper's ECBSR-M4C16 (trained on DIV2K) for x2.
 PUBLISHED: dict[tuple[str, str], tuple[float, float | None]] = {
     ("fsrcnn_x2", "set5"): (37.00, 0.9558), ("fsrcnn_x2", "set14"): (32.63, 0.9088),
     ("fsrcnn_x3", "set5"): (33.16, None),
     ("fsrcnn_s_x2", "set5"): (36.57, None),
     ("fsrcnn_x4", "set5"): (30.72, 0.8660), ("fsrcnn_x4", "set14"): (27.61, 0.7550),
+    ("ecbsr_m4c16_x2", "set5"): (37.33, None),
     ("srresnet_b16_x4", "set5"): (32.05, 0.9019), ("srresnet_b16_x4", "set14"): (28.49, 0.8184),
 }
 
