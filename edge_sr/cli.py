@@ -38,7 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       stop_after=args.stop_after, minutes=args.minutes, device=args.device,
                       bf16=args.bf16, compile=args.compile, loss=args.loss, ema=args.ema,
                       qat=args.qat,
-                      distill=args.distill, teacher=args.teacher or "",
+                      distill=args.distill, teacher=args.teacher,
                       teacher_x8=args.teacher_x8,
                       downscales=args.downscales, finish=args.finish, lr_mult=args.lr_mult)
     result = train(cfg)
@@ -506,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", type=float, metavar="DECAY",
                    help="validate and export a moving average of the weights with this "
                    f"decay per step, e.g. 0.999 (0: off); {recipe}")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help=f"seed of the init and the sampler; {recipe}")
     p.add_argument("--out", help="run folder (default runs/MODEL)")
     p.add_argument("--val-every", type=int, help=recipe)
     p.add_argument("--export", help="best weights path (default: the committed location; "
@@ -526,8 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "rate) from --init or the committed weights; run folder runs/MODEL/finish")
     p.add_argument("--teacher", help="a model of the same scale and colour whose committed "
                    "weights teach this one (its outputs, computed once, are a second L1 "
-                   "target)")
-    p.add_argument("--teacher-x8", action="store_true",
+                   f"target); '' for none; {recipe}")
+    p.add_argument("--teacher-x8", action=argparse.BooleanOptionalAction, default=None,
                    help="the teacher's output is the mean over the eight flips and rotations "
                    "of each image (EDSR's self-ensemble; eight passes at start-up)")
     p.add_argument("--distill", type=float, default=1.0,

@@ -56,7 +56,8 @@ class TrainConfig:
         lr_patch: LR patch side (the HR patch is ``lr_patch * scale``).
         lr: Peak Adam learning rate.
         warmup: Linear warm-up steps.
-        seed: Seed for init and sampling; equal seeds give equal runs.
+        seed: Seed for init and sampling; equal seeds give equal runs (``None``: the
+            recipe's).
         out: Run folder (default ``runs/MODEL``).
         val_every: Validate and checkpoint every N steps.
         val_dataset: Validation images (default: the held-out training images).
@@ -90,11 +91,13 @@ class TrainConfig:
             scales, which ``build --dtype int8`` uses instead of calibrating.
         teacher: Registry name of a model of the same scale and colour whose committed
             weights teach this one: its output on every training image (computed once)
-            is a second target, at weight ``distill``. Not with ``qat``.
+            is a second target, at weight ``distill``. Not with ``qat``. ``None``: the
+            recipe's (none for ``qat`` and ``finish``); ``""``: none.
         distill: Weight of the distance to the teacher's output, in the run's pixel loss
             (with ``qat``: the L1 distance to the float model's).
         teacher_x8: The teacher's output is its self-ensemble (``self_ensemble``: eight
-            passes per image, once, at start-up) instead of one pass.
+            passes per image, once, at start-up) instead of one pass (``None``: the
+            recipe's, with the recipe's teacher).
     """
 
     model: str
@@ -103,7 +106,7 @@ class TrainConfig:
     lr_patch: int | None = None
     lr: float | None = None
     warmup: int | None = None
-    seed: int = 0
+    seed: int | None = None
     out: str = ""
     val_every: int | None = None
     val_dataset: str | None = None
@@ -124,15 +127,16 @@ class TrainConfig:
     ema: float | None = None
     qat: bool = False
     distill: float = 1.0
-    teacher: str = ""
-    teacher_x8: bool = False
+    teacher: str | None = None
+    teacher_x8: bool | None = None
     finish: bool = False
 
     def recipe(self, spec: ModelSpec) -> Recipe:
         """The model's recipe with this config's overrides applied."""
         over = {k: getattr(self, k) for k in ("iters", "batch", "lr_patch", "lr", "warmup",
                                                "val_every", "val_dataset", "bf16", "compile",
-                                               "loss", "ema")
+                                               "loss", "ema", "seed", "teacher",
+                                               "teacher_x8")
                 if getattr(self, k) is not None}
         if self.datasets is not None:
             over["datasets"] = tuple(self.datasets)
@@ -144,11 +148,16 @@ class TrainConfig:
             for key, value in QAT_DEFAULTS.items():
                 over.setdefault(key, value)
             over["bf16"] = over["compile"] = False
+            # the recipe's teacher and moving average are float training's, not QAT's
+            over.update({k: v for k, v in (("teacher", ""), ("teacher_x8", False),
+                                           ("ema", 0.0)) if k not in over})
         base = spec.recipe
         if self.finish:
             if base.finish is None:
                 raise TrainError(f"{spec.name}'s recipe has no finishing fine-tune")
             base = base.finish_recipe()
+        if over.get("teacher", base.teacher) != base.teacher and self.teacher_x8 is None:
+            over["teacher_x8"] = False  # another teacher: one pass unless asked
         rec = replace(base, **over)
         if min(rec.iters, rec.batch, rec.lr_patch, rec.val_every) < 1 or rec.lr <= 0:
             raise TrainError("iters, batch, lr-patch and val-every must be >= 1 and lr > 0")
@@ -309,7 +318,7 @@ class _Run:
         with torch.autocast(self.cfg.device.split(":")[0], torch.bfloat16, enabled=self.bf16):
             sr = self.forward(lr_t).float()
         crit = CRITERIA[self.rec.loss]
-        if self.cfg.teacher:  # the HR patches carry the teacher's output after the HR pixels
+        if self.rec.teacher:  # the HR patches carry the teacher's output after the HR pixels
             hr_t, taught = hr_t.split(self.spec.channels, dim=1)
             loss = crit(sr, hr_t) + self.cfg.distill * crit(sr, taught)
         else:
@@ -345,11 +354,11 @@ class _Run:
         return state
 
     def schedule(self) -> dict:
-        extra = {"teacher": self.cfg.teacher, "distill": self.cfg.distill} \
-            if self.cfg.teacher else {}
-        if self.cfg.teacher_x8:  # recorded only when set: older runs' schedules still match
+        extra = {"teacher": self.rec.teacher, "distill": self.cfg.distill} \
+            if self.rec.teacher else {}
+        if self.rec.teacher_x8:  # recorded only when set: older runs' schedules still match
             extra["teacher_x8"] = True
-        return {**self.rec.schedule(), "seed": self.cfg.seed, "qat": self.cfg.qat,
+        return {**self.rec.schedule(), "seed": self.rec.seed, "qat": self.cfg.qat,
                 "adversarial": self.cfg.adversarial, **extra}
 
     def restore(self, state: dict) -> None:
@@ -395,9 +404,9 @@ def _build(cfg: TrainConfig, spec: ModelSpec, rec: Recipe, resuming: bool) -> _R
         disc = disc.to(dev)
         opt_d = torch.optim.Adam(disc.parameters(), lr=rec.lr)
     # a bad teacher is refused before the training images load
-    taught = _teacher(cfg.teacher, spec, cfg.teacher_x8) if cfg.teacher else None
+    taught = _teacher(rec.teacher, spec, rec.teacher_x8) if rec.teacher else None
     patch = rec.lr_patch * spec.scale
-    data = TrainPatches(list(rec.datasets), spec.scale, spec.colour, patch, cfg.seed,
+    data = TrainPatches(list(rec.datasets), spec.scale, spec.colour, patch, rec.seed,
                         rec.downscales)
     if taught is not None:
         data.add_teacher(taught)
@@ -447,14 +456,14 @@ def train(cfg: TrainConfig) -> dict:
     """
     spec = get_spec(cfg.model)
     rec = cfg.recipe(spec)
-    if cfg.teacher and cfg.qat:
+    if rec.teacher and cfg.qat:
         raise TrainError("--teacher is for float training; --qat distills from the float "
                          "model itself")
-    if cfg.teacher_x8 and not cfg.teacher:
+    if rec.teacher_x8 and not rec.teacher:
         raise TrainError("--teacher-x8 needs --teacher")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(rec.seed)
     if cfg.finish and not cfg.init:
         cfg = replace(cfg, init=str(spec.weights_path))
     out = Path(cfg.out or (f"runs/{cfg.model}/finish" if cfg.finish else f"runs/{cfg.model}"))

@@ -3,9 +3,10 @@
 Runs live in ``edge_sr/weights/runs/MODEL/`` and are committed with the weights, so a
 later call (on this machine or another) continues each schedule where it stopped and
 training time adds up. A model whose recipe starts from another model (FSRCNN x3/x4 from
-x2, the k-means GhostSR from its plain twin, pruned SRResNets from 16 blocks) waits until
-that model's schedule is complete. A recipe with a finishing fine-tune (``Recipe.finish``)
-runs it in ``runs/MODEL/finish/`` once its schedule is complete.
+x2, the k-means GhostSR from its plain twin, pruned SRResNets from 16 blocks) or is taught
+by one (ECBSR by edsrlite_x2) waits until that model's schedule is complete. A recipe
+with a finishing fine-tune (``Recipe.finish``) runs it in ``runs/MODEL/finish/`` once its
+schedule is complete.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from .train import TrainConfig, train
 RUNS_DIR = WEIGHTS_DIR / "runs"
 
 # The zoo's models in training order (sources before the models that start from them).
-ZOO = ("fsrcnn_x2", "ecbsr_m4c16_x2", "fsrcnn_s_x2", "fsrcnn_tiny_x2", "xlsr_x3",
-       "ghostsr_x2", "edsrlite_x2", "srresnet_b16_x4", "fsrcnn_x3", "fsrcnn_x4",
+ZOO = ("fsrcnn_x2", "fsrcnn_s_x2", "fsrcnn_tiny_x2", "xlsr_x3", "ghostsr_x2",
+       "edsrlite_x2", "srresnet_b16_x4", "fsrcnn_x3", "fsrcnn_x4", "ecbsr_m4c16_x2",
        "ghostsr_km_x2", "srresnet_b12_x4", "srresnet_b8_x4", "srresnet_b4_x4",
        "srresnet_b2_x4")
 
@@ -44,9 +45,10 @@ class ZooTrainConfig:
         jobs: Runs trained at once, each in its own process. One small SR net leaves
             most of a GPU idle: on an H200 every zoo run fits side by side. On a 2-core
             CPU keep 1.
-        early: Start derived runs (a transfer, a pruning) from their source's committed
-            weights before the source's schedule is complete; the source's step then is
-            recorded in the derived run's ``source.json``. Without it they wait.
+        early: Start derived runs (a transfer, a pruning, a taught run) from their
+            source's committed weights before the source's schedule is complete; the
+            source's step then is recorded in the derived run's ``source.json`` (a
+            transfer's or a pruning's). Without it they wait.
     """
 
     models: list[str] = field(default_factory=list)
@@ -93,18 +95,24 @@ def _finishing(runs: Path, name: str) -> bool:
     return done >= iters and _finish_left(runs, name)
 
 
+def sources(name: str) -> list[str]:
+    """The models a model's recipe starts from (``init``) or is taught by (``teacher``)."""
+    rec = get_spec(name).recipe
+    return [s for s in (rec.init, rec.teacher) if s]
+
+
 def _ready(runs: Path, name: str, early: bool = False) -> bool:
     """Whether a run can advance: unfinished (its schedule, then its finishing fine-tune),
-    and its source model's run is complete (or, ``early``, its source has committed
-    weights to start from)."""
+    and its source models' runs are complete (or, ``early``, they have committed weights
+    to start from or teach with)."""
     done, iters = run_state(runs, name)
     if done >= iters:
         return _finish_left(runs, name)
-    source = get_spec(name).recipe.init
-    if not source:
-        return True
-    s_done, s_iters = run_state(runs, source)
-    return s_done >= s_iters or (early and get_spec(source).weights_path.exists())
+    for source in sources(name):
+        s_done, s_iters = run_state(runs, source)
+        if s_done < s_iters and not (early and get_spec(source).weights_path.exists()):
+            return False
+    return True
 
 
 def note_source(runs: Path, name: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -228,6 +229,23 @@ def test_every_model_has_a_recipe_whose_patches_fit_the_data(name):
     rec = spec.recipe
     assert rec.iters >= 10_000 and rec.lr_patch * spec.scale <= 200  # BSD: 321 px sides
     assert not rec.init or rec.init in MODELS
+    if rec.teacher:  # a teacher of the same kind, so that its output is a target
+        teacher = MODELS[rec.teacher]
+        assert (teacher.scale, teacher.colour) == (spec.scale, spec.colour)
+
+
+def test_a_recipes_teacher_and_seed_are_defaults_a_run_can_override():
+    spec = MODELS["ecbsr_m4c16_x2"]
+    rec = TrainConfig(model=spec.name).recipe(spec)
+    assert (rec.teacher, rec.teacher_x8, rec.seed) == ("edsrlite_x2", True, 11)
+    untaught = TrainConfig(model=spec.name, teacher="", seed=0).recipe(spec)
+    assert (untaught.teacher, untaught.seed) == ("", 0)
+    other = TrainConfig(model=spec.name, teacher="fsrcnn_x2").recipe(spec)
+    assert (other.teacher, other.teacher_x8) == ("fsrcnn_x2", False)  # one pass unless asked
+    qat = TrainConfig(model=spec.name, qat=True).recipe(spec)  # float training's, not QAT's
+    assert (qat.teacher, qat.teacher_x8, qat.ema) == ("", False, 0.0)
+    fin = replace(MODELS["fsrcnn_x2"].recipe, teacher="edsrlite_x2").finish_recipe()
+    assert (fin.teacher, fin.teacher_x8) == ("", False)
 
 
 def test_fsrcnn_deconvolution_learns_at_a_tenth_of_the_rate():
@@ -266,6 +284,26 @@ def test_zoo_runs_wait_for_their_source(tmp_path):
     torch.save({"iter": fin, "schedule": {"iters": fin}},
                tmp_path / "fsrcnn_x2" / "finish" / "last.pt")
     assert not _ready(tmp_path, "fsrcnn_x2") and _ready(tmp_path, "fsrcnn_x3")
+
+
+def test_zoo_taught_runs_wait_for_their_teacher(tmp_path):
+    from edge_sr.train_zoo import _ready, sources
+
+    assert sources("ecbsr_m4c16_x2") == ["edsrlite_x2"]
+    (tmp_path / "edsrlite_x2").mkdir()
+    iters = MODELS["edsrlite_x2"].recipe.iters
+    torch.save({"iter": 1000, "schedule": {"iters": iters}}, tmp_path / "edsrlite_x2" / "last.pt")
+    assert not _ready(tmp_path, "ecbsr_m4c16_x2")
+    assert _ready(tmp_path, "ecbsr_m4c16_x2", early=True)  # the committed teacher
+    torch.save({"iter": iters, "schedule": {"iters": iters}}, tmp_path / "edsrlite_x2" / "last.pt")
+    assert _ready(tmp_path, "ecbsr_m4c16_x2")
+
+
+def test_the_zoo_trains_every_source_before_the_models_that_need_it():
+    from edge_sr.train_zoo import ZOO, sources
+
+    for i, name in enumerate(ZOO):
+        assert set(sources(name)) <= set(ZOO[:i]), name
 
 
 def test_early_runs_start_from_an_unfinished_source_and_say_where_it_stood(tmp_path):
