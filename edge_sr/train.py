@@ -37,8 +37,10 @@ from .train_init import init_from, recorded_model
 # The pixel losses a recipe may name (``Recipe.loss``).
 CRITERIA = {"l1": F.l1_loss, "mse": F.mse_loss}
 LOG_FIELDS = ["iter", "loss", "lr", "val_psnr", "val_ssim", "elapsed_s"]
-# QAT fine-tunes a trained model: a short schedule at a low rate (unless given).
-QAT_DEFAULTS = {"iters": 2000, "lr": 1e-4, "warmup": 0, "val_every": 250}
+# QAT fine-tunes a trained model: a short schedule at a low rate, without the recipe's
+# teacher and moving average, which are float training's (unless given).
+QAT_DEFAULTS = {"iters": 2000, "lr": 1e-4, "warmup": 0, "val_every": 250, "teacher": "",
+                "teacher_x8": False, "ema": 0.0}
 
 
 class TrainError(EdgeSRError):
@@ -148,9 +150,6 @@ class TrainConfig:
             for key, value in QAT_DEFAULTS.items():
                 over.setdefault(key, value)
             over["bf16"] = over["compile"] = False
-            # the recipe's teacher and moving average are float training's, not QAT's
-            over.update({k: v for k, v in (("teacher", ""), ("teacher_x8", False),
-                                           ("ema", 0.0)) if k not in over})
         base = spec.recipe
         if self.finish:
             if base.finish is None:
@@ -385,7 +384,8 @@ def _check_schedule(stored: dict | None, wanted: dict, last: Path) -> None:
                          f"the same settings, or pass a new --out to start afresh")
 
 
-def _build(cfg: TrainConfig, spec: ModelSpec, rec: Recipe, resuming: bool) -> _Run:
+def _build(cfg: TrainConfig, spec: ModelSpec, rec: Recipe, resuming: bool,
+           complete: bool = False) -> _Run:
     model, teacher = _qat_model(cfg, spec) if cfg.qat else (spec.factory(), None)
     if cfg.adversarial and spec.colour != "rgb":
         raise TrainError("--adversarial needs an RGB model (the discriminator sees RGB)")
@@ -403,8 +403,10 @@ def _build(cfg: TrainConfig, spec: ModelSpec, rec: Recipe, resuming: bool) -> _R
     if disc is not None:
         disc = disc.to(dev)
         opt_d = torch.optim.Adam(disc.parameters(), lr=rec.lr)
-    # a bad teacher is refused before the training images load
-    taught = _teacher(rec.teacher, spec, rec.teacher_x8) if rec.teacher else None
+    # a bad teacher is refused before the training images load; a complete run takes no
+    # step, so it skips the teacher's outputs (minutes for a self-ensemble)
+    taught = _teacher(rec.teacher, spec, rec.teacher_x8) if rec.teacher and not complete \
+        else None
     patch = rec.lr_patch * spec.scale
     data = TrainPatches(list(rec.datasets), spec.scale, spec.colour, patch, rec.seed,
                         rec.downscales)
@@ -469,7 +471,8 @@ def train(cfg: TrainConfig) -> dict:
     out = Path(cfg.out or (f"runs/{cfg.model}/finish" if cfg.finish else f"runs/{cfg.model}"))
     last = out / "last.pt"
     stored = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
-    run = _build(cfg, spec, rec, stored is not None)
+    run = _build(cfg, spec, rec, stored is not None,
+                 complete=stored is not None and stored["iter"] >= rec.iters)
     # a finish, or a run from a checkpoint of the model itself (committed or a run's
     # best), continues its training: the cost behind those weights counts (a transfer
     # from another model's does not)

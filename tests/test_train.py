@@ -488,6 +488,24 @@ def test_a_teacher_is_a_second_target_recorded_in_the_schedule(tmp_path, tiny_da
                    teacher_x8=True))
 
 
+def test_a_complete_taught_run_does_not_compute_its_teacher(tmp_path, tiny_data,
+                                                            monkeypatch):
+    import edge_sr.train as train_mod
+
+    cfg = dict(teacher="fsrcnn_x2", teacher_x8=True)
+    train(_cfg(tmp_path, tiny_data, "taught", **cfg))
+    train(_cfg(tmp_path, tiny_data, "half", stop_after=3, **cfg))
+
+    def refuse(*_args):
+        raise AssertionError("a complete run computed its teacher's outputs")
+
+    monkeypatch.setattr(train_mod, "_teacher", refuse)
+    again = train(_cfg(tmp_path, tiny_data, "taught", **cfg))
+    assert again["done"] and again["iter"] == 6
+    with pytest.raises(AssertionError, match="computed"):  # an unfinished one still does
+        train(_cfg(tmp_path, tiny_data, "half", **cfg))
+
+
 @pytest.mark.parametrize("kw, match", [({"teacher": "fsrcnn_x3"}, "is x3 y"),
                                        ({"teacher": "srresnet_b2_x4"}, "is x4 rgb"),
                                        ({"teacher": "nope"}, "--teacher nope"),
